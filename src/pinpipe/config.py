@@ -1,0 +1,160 @@
+"""One settings object for every pinpipe component.
+
+Values come from, lowest precedence first: the defaults below, an optional TOML config file
+(``--config FILE``, ``PINPIPE_CONFIG`` or ``./pinpipe.toml``), environment variables
+``PINPIPE_*`` (nested with a double underscore: ``PINPIPE_BROKER__BOOTSTRAP_SERVERS``), and
+explicit overrides (the CLI's flags). Every server binds to loopback unless told otherwise;
+secrets are ``SecretStr`` so they print masked.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("pinpipe.toml")
+
+# The config file chosen for the Settings being built (set by load_settings).
+_config_file: ContextVar[Path | None] = ContextVar("pinpipe_config_file", default=None)
+
+
+class BrokerSettings(BaseModel):
+    """The Kafka-protocol broker. Without bootstrap servers pinpipe runs its embedded one."""
+
+    bootstrap_servers: str | None = Field(
+        None, description="host:port[,host:port]; unset means the embedded Tansu broker."
+    )
+    topic_prefix: str = Field("pinpipe", description="Topics are <prefix>.pin|.geo|.user|.dlq.")
+    partitions: int = Field(3, ge=1, description="Partitions of each topic pinpipe creates.")
+    replication_factor: int = Field(1, ge=1)
+    embedded_port: int = Field(0, ge=0, le=65535, description="0 picks a free loopback port.")
+    security_protocol: str | None = Field(None, description="PLAINTEXT, SSL, SASL_SSL, ...")
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    client_options: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka properties, passed through as given."
+    )
+
+    def client_config(self, bootstrap_servers: str) -> dict[str, str]:
+        """librdkafka properties shared by every producer, consumer and admin client."""
+        config: dict[str, str] = {"bootstrap.servers": bootstrap_servers}
+        optional = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        config.update(self.client_options)
+        return config
+
+
+class PostgresSettings(BaseModel):
+    """The serving store. Without a DSN pinpipe runs an embedded PostgreSQL server."""
+
+    dsn: SecretStr | None = Field(None, description="postgresql://...; unset means embedded.")
+    embedded_port: int = Field(0, ge=0, le=65535, description="0 picks a free loopback port.")
+    database: str = Field("pinpipe", description="Database the embedded server creates.")
+    run_as_user: str = Field(
+        "nobody", description="Unprivileged OS user that runs the embedded server when pinpipe runs as root."
+    )
+
+
+class SourceSettings(BaseModel):
+    """The emulated source: generated tables or a SQL database holding them."""
+
+    seed: int = Field(42, description="Seed of the deterministic table generator.")
+    rows: int = Field(11_154, ge=1, description="Rows in each generated source table.")
+    dsn: SecretStr | None = Field(
+        None, description="Read source rows from this database instead of generating them."
+    )
+
+
+class EmulatorSettings(BaseModel):
+    """The user emulator posting events over HTTP."""
+
+    base_url: str = Field("http://127.0.0.1:8000", description="Where the emulator posts.")
+    wire_format: str = Field("rest-proxy", description="rest-proxy, kinesis, legacy or native.")
+    user_id: str = Field("0a1b2c3d4e5f", description="<user_id> in topic and stream names.")
+    datetime_style: str = Field("iso", description="iso, space or zoned datetimes on the wire.")
+    rate: float = Field(50.0, gt=0, description="Posts per second.")
+    concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(5, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable in pinpipe."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PINPIPE_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(Path("data"), description="Embedded services' state, the lake, logs.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Detached services outlive the directory a command was started from.
+        return value.expanduser().resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        """Where running embedded services record their pid and address."""
+        return self.data_dir / "run"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+class ConfigFileError(ValueError):
+    """The named config file does not exist; retrying will not help."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings: defaults < config file < ``PINPIPE_*`` env < ``overrides``.
+
+    ``overrides`` use the field names of :class:`Settings` (nested models as dicts).
+    """
+    explicit = config_file or os.environ.get("PINPIPE_CONFIG")
+    path = Path(explicit) if explicit else DEFAULT_CONFIG_FILE
+    if explicit and not path.is_file():
+        raise ConfigFileError(f"config file not found: {path}")
+    token = _config_file.set(path if path.is_file() else None)
+    try:
+        return Settings(**overrides)
+    finally:
+        _config_file.reset(token)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret replaced by ``**********``."""
+    return settings.model_dump(mode="json")
