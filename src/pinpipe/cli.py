@@ -1,12 +1,236 @@
-"""The `pinpipe` command (placeholder until the commands land)."""
-import typer
+"""The ``pinpipe`` command: a thin Typer shell over the library.
 
-app = typer.Typer(no_args_is_help=True)
+Heavy stacks (Kafka client, PostgreSQL driver, Arrow, Faker, HTTP) are imported inside the
+commands, so ``pinpipe --help`` starts quickly and imports none of them.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+app = typer.Typer(
+    name="pinpipe",
+    help="A Lambda-architecture pipeline for Pinterest-style post events.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+services_app = typer.Typer(help="Embedded broker and PostgreSQL: up, down, status.", no_args_is_help=True)
+source_app = typer.Typer(help="The emulated source tables: export, load into SQL.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(source_app, name="source")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class WireFormatOption(str, Enum):
+    rest_proxy = "rest-proxy"
+    kinesis = "kinesis"
+    legacy = "legacy"
+    native = "native"
+
+
+class DatetimeStyleOption(str, Enum):
+    iso = "iso"
+    space = "space"
+    zoned = "zoned"
+
+
+class ExportFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="TOML config file (default: $PINPIPE_CONFIG or ./pinpipe.toml)."),
+]
+
+
+@app.callback()
+def main(ctx: typer.Context, config: ConfigOption = None) -> None:
+    """pinpipe: HTTP -> Kafka -> lake (batch, Spark) and PostgreSQL (speed, streaming)."""
+    ctx.obj = {"config": config}
+
+
+def _settings(ctx: typer.Context, **overrides: Any):
+    """Effective settings: file < env < the command's flags (those not left unset)."""
+    from pinpipe.config import ConfigFileError, load_settings
+
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, name = dotted.partition("__")
+        if name:
+            nested.setdefault(section, {})[name] = value
+        else:
+            nested[section] = value
+    try:
+        return load_settings(ctx.obj.get("config") if ctx.obj else None, **nested)
+    except ConfigFileError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
 
 
 @app.command()
-def version() -> None:
-    """Print pinpipe's version."""
-    from pinpipe import __version__
+def config(ctx: typer.Context) -> None:
+    """Print the effective settings (secrets masked) as JSON."""
+    from pinpipe.config import masked_dump
 
-    print(__version__)
+    console.print_json(json.dumps(masked_dump(_settings(ctx))))
+
+
+# --- services ---------------------------------------------------------------------------------
+
+
+def _print_statuses(statuses) -> None:
+    table = RichTable("service", "mode", "address", "health", "detail")
+    for status in statuses:
+        health = "[green]healthy[/]" if status.healthy else "[red]down[/]"
+        table.add_row(status.name, status.mode, status.address, health, status.detail)
+    console.print(table)
+
+
+@services_app.command("up")
+def services_up(ctx: typer.Context) -> None:
+    """Start the embedded broker and PostgreSQL in the background (those not configured external)."""
+    from pinpipe.services.resolve import services_up as up
+
+    statuses = up(_settings(ctx))
+    _print_statuses(statuses)
+    if not all(status.healthy for status in statuses):
+        raise typer.Exit(1)
+
+
+@services_app.command("down")
+def services_down(ctx: typer.Context) -> None:
+    """Stop the embedded services started by `pinpipe services up`."""
+    from pinpipe.services.resolve import services_down as down
+
+    _print_statuses(down(_settings(ctx)))
+
+
+@services_app.command("status")
+def services_status(ctx: typer.Context) -> None:
+    """Show each service, its address and its health."""
+    from pinpipe.services.resolve import services_status as status
+
+    statuses = status(_settings(ctx))
+    _print_statuses(statuses)
+    if not all(status.healthy for status in statuses):
+        raise typer.Exit(1)
+
+
+# --- source -----------------------------------------------------------------------------------
+
+SeedOption = Annotated[Optional[int], typer.Option(help="Generator seed [settings: source.seed].")]
+RowsOption = Annotated[Optional[int], typer.Option(help="Rows per table [settings: source.rows].")]
+
+
+@source_app.command("export")
+def source_export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("data/source"),
+    fmt: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.jsonl,
+    seed: SeedOption = None,
+    rows: RowsOption = None,
+) -> None:
+    """Write the generated source tables to JSON lines or Parquet for inspection."""
+    from pinpipe.source.export import export_tables
+    from pinpipe.source.generator import generate_tables
+
+    settings = _settings(ctx, source__seed=seed, source__rows=rows)
+    tables = generate_tables(settings.source.seed, settings.source.rows)
+    for path in export_tables(tables, out, fmt.value):
+        console.print(f"wrote {path}")
+
+
+@source_app.command("load")
+def source_load(
+    ctx: typer.Context,
+    dsn: Annotated[
+        Optional[str],
+        typer.Option(help="Target database [settings: source.dsn]; default: the embedded PostgreSQL."),
+    ] = None,
+    seed: SeedOption = None,
+    rows: RowsOption = None,
+) -> None:
+    """Write the generated source tables into a SQL database (the original's RDS role)."""
+    from pinpipe.services.resolve import postgres_dsn
+    from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables
+    from pinpipe.source.generator import generate_tables
+
+    settings = _settings(ctx, source__seed=seed, source__rows=rows, source__dsn=dsn)
+    tables = generate_tables(settings.source.seed, settings.source.rows)
+    target = settings.source.dsn.get_secret_value() if settings.source.dsn else None
+    if target is None:
+        with postgres_dsn(settings) as embedded:
+            counts = load_tables(tables, embedded)
+    else:
+        counts = load_tables(tables, target)
+    for table, count in counts.items():
+        console.print(f"{SOURCE_TABLE_NAMES[table]}: {count:,} rows")
+
+
+# --- emulator ---------------------------------------------------------------------------------
+
+
+@app.command()
+def emulate(
+    ctx: typer.Context,
+    base_url: Annotated[Optional[str], typer.Option(help="Ingest API [settings: emulator.base_url].")] = None,
+    wire_format: Annotated[Optional[WireFormatOption], typer.Option("--format", help="Wire format.")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Posts per second.")] = None,
+    count: Annotated[Optional[int], typer.Option(help="Stop after this many posts.")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Stop after this many seconds.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Requests in flight.")] = None,
+    datetime_style: Annotated[Optional[DatetimeStyleOption], typer.Option(help="Datetimes on the wire.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Posts per request (native format only).")] = 1,
+    source_dsn: Annotated[
+        Optional[str], typer.Option(help="Read rows from this database instead of generating them.")
+    ] = None,
+    seed: SeedOption = None,
+) -> None:
+    """Play the users: post random source rows to the ingest API."""
+    from pinpipe.source import emulation
+
+    settings = _settings(
+        ctx,
+        emulator__base_url=base_url,
+        emulator__wire_format=wire_format.value if wire_format else None,
+        emulator__rate=rate,
+        emulator__concurrency=concurrency,
+        emulator__datetime_style=datetime_style.value if datetime_style else None,
+        source__dsn=source_dsn,
+        source__seed=seed,
+    )
+    if count is None and duration is None:
+        count = 1000
+    stats = emulation.run_with_progress(settings, count=count, duration_s=duration, batch_size=batch_size)
+    emulation.print_summary(stats, console)
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    posts: Annotated[int, typer.Option(help="Posts to emulate (each is a pin, geo and user record).")] = 3000,
+    rate: Annotated[float, typer.Option(help="Posts per second.")] = 500.0,
+) -> None:
+    """Run the pipeline on embedded defaults: services, source tables, emulated posts, summary."""
+    from pinpipe.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(ctx), posts=posts, rate=rate, console=console))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

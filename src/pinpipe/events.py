@@ -99,3 +99,16 @@ class DatetimeStyle(str, enum.Enum):
         if self is DatetimeStyle.SPACE:
             return utc.isoformat(sep=" ", timespec="seconds")
         return utc.isoformat(timespec="microseconds") + "+00:00"
+
+
+def format_utc(value: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` suffix: the one datetime form pinpipe stores in Kafka."""
+    utc = parse_datetime(value).replace(tzinfo=None)
+    timespec = "microseconds" if utc.microsecond else "seconds"
+    return utc.isoformat(timespec=timespec) + "Z"
+
+
+def record_key(table: Table, record: dict) -> bytes | None:
+    """The Kafka key of a record: its natural key as UTF-8 text (None when absent)."""
+    value = record.get(table.natural_key)
+    return None if value is None else str(value).encode()
