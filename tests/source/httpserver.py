@@ -36,6 +36,7 @@ class RecordingServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in two writes
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

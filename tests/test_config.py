@@ -1,0 +1,120 @@
+"""Settings: precedence (file < env < CLI flag), nested env names, masked secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pinpipe.cli import app
+from pinpipe.config import ConfigFileError, load_settings, masked_dump
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pinpipe.toml"
+    path.write_text(
+        '[broker]\ntopic_prefix = "from-file"\npartitions = 6\nsasl_password = "file-secret"\n'
+        '[emulator]\nrate = 11.0\nconcurrency = 3\n'
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("PINPIPE_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_bind_loopback_and_use_embedded_services(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.broker.bootstrap_servers is None
+    assert settings.postgres.dsn is None
+    assert settings.emulator.base_url.startswith("http://127.0.0.1:")
+    assert settings.data_dir == (tmp_path / "data")
+
+
+def test_file_then_env_then_override(config_file, monkeypatch):
+    settings = load_settings(config_file)
+    assert (settings.broker.topic_prefix, settings.broker.partitions, settings.emulator.rate) == ("from-file", 6, 11.0)
+
+    monkeypatch.setenv("PINPIPE_BROKER__TOPIC_PREFIX", "from-env")
+    monkeypatch.setenv("PINPIPE_EMULATOR__RATE", "22")
+    settings = load_settings(config_file)
+    assert (settings.broker.topic_prefix, settings.broker.partitions, settings.emulator.rate) == ("from-env", 6, 22.0)
+    assert settings.emulator.concurrency == 3  # untouched keys of the file section survive
+
+    settings = load_settings(config_file, emulator={"rate": 33.0})
+    assert settings.emulator.rate == 33.0 and settings.broker.topic_prefix == "from-env"
+
+
+def test_config_file_from_env_variable(config_file, monkeypatch):
+    monkeypatch.setenv("PINPIPE_CONFIG", str(config_file))
+    assert load_settings().broker.partitions == 6
+
+
+def test_missing_explicit_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigFileError, match="not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_secrets_are_masked(config_file, monkeypatch):
+    monkeypatch.setenv("PINPIPE_POSTGRES__DSN", "postgresql://u:hunter2@db.example:5432/x")
+    settings = load_settings(config_file)
+    assert settings.broker.sasl_password.get_secret_value() == "file-secret"
+    text = json.dumps(masked_dump(settings))
+    assert "hunter2" not in text and "file-secret" not in text and "**********" in text
+    assert "hunter2" not in repr(settings)
+
+
+def test_librdkafka_config_passes_security_through(monkeypatch):
+    monkeypatch.setenv("PINPIPE_BROKER__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_USERNAME", "svc")
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_PASSWORD", "pw")
+    monkeypatch.setenv("PINPIPE_BROKER__CLIENT_OPTIONS", '{"socket.keepalive.enable": "true"}')
+    config = load_settings().broker.client_config("b1:9092,b2:9092")
+    assert config == {
+        "bootstrap.servers": "b1:9092,b2:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "svc",
+        "sasl.password": "pw",
+        "socket.keepalive.enable": "true",
+    }
+
+
+def test_cli_config_precedence_and_masking(config_file, monkeypatch):
+    monkeypatch.setenv("PINPIPE_BROKER__PARTITIONS", "9")
+    result = CliRunner().invoke(app, ["--config", str(config_file), "config"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["broker"]["topic_prefix"] == "from-file"
+    assert shown["broker"]["partitions"] == 9
+    assert shown["broker"]["sasl_password"] == "**********"
+    assert "file-secret" not in result.output
+
+
+def test_cli_flag_beats_env_and_file(config_file, monkeypatch, tmp_path):
+    """`pinpipe source export --seed` (a flag) wins over PINPIPE_SOURCE__SEED and the file."""
+    config_file.write_text(config_file.read_text() + "[source]\nseed = 1\nrows = 5\n")
+    monkeypatch.setenv("PINPIPE_SOURCE__SEED", "2")
+    runner = CliRunner()
+    outputs = {}
+    for label, extra in (("env", []), ("flag", ["--seed", "3"])):
+        out = tmp_path / label
+        result = runner.invoke(app, ["--config", str(config_file), "source", "export", "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        outputs[label] = (out / "pin.jsonl").read_text()
+    from pinpipe.source.export import export_tables
+    from pinpipe.source.generator import generate_tables
+
+    for label, seed in (("env", 2), ("flag", 3)):
+        export_tables(generate_tables(seed, 5), tmp_path / f"expected-{label}", "jsonl")
+        assert outputs[label] == (tmp_path / f"expected-{label}" / "pin.jsonl").read_text()
