@@ -1,0 +1,148 @@
+"""`pinpipe demo`: the pipeline on embedded defaults, start to finish, then a summary.
+
+Starts (or reuses) the broker and PostgreSQL, loads the source tables into PostgreSQL and
+reads them back as the emulator's source (the original projects' RDS role), runs the ingest
+API, emulates posts through it, checks that Kafka holds every acknowledged record, prints
+what happened and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from pinpipe.config import Settings
+from pinpipe.events import Table, all_topics, topic_name
+
+
+@contextmanager
+def running_api(settings: Settings, timeout_s: float = 20.0) -> Iterator[str]:
+    """The ingest API served by uvicorn in a background thread; yields its base URL."""
+    import uvicorn
+
+    from pinpipe.ingest.app import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.ingest.port, log_level="warning",
+            access_log=False,
+        )
+    )
+    thread = threading.Thread(target=server.run, name="pinpipe-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the ingest API did not start; see the log above")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout_s)
+
+
+def count_records(client_config: dict, topics: list[str], expected: int, timeout_s: float = 30.0) -> dict[str, int]:
+    """Records held by each topic, read from offset 0 until ``expected`` were seen or the deadline.
+
+    Reads rather than asking for end offsets, because the embedded broker answers ListOffsets
+    with a stale end offset (ARCHITECTURE.md).
+    """
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({**client_config, "group.id": "pinpipe-demo-count", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        partitions = [
+            TopicPartition(topic, partition, 0)
+            for topic in topics
+            for partition in metadata.topics[topic].partitions
+        ]
+        consumer.assign(partitions)
+        counts = dict.fromkeys(topics, 0)
+        at_eof: set[tuple[str, int]] = set()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            # Every acknowledged record is already in the log: end of every partition is the end.
+            if sum(counts.values()) >= expected and len(at_eof) == len(partitions):
+                break
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error() is None:
+                    counts[message.topic()] += 1
+                    at_eof.discard((message.topic(), message.partition()))
+                elif message.error().code() == KafkaError._PARTITION_EOF:
+                    at_eof.add((message.topic(), message.partition()))
+        return counts
+    finally:
+        consumer.close()
+
+
+def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -> int:
+    """Run the demo; returns the exit code (0 when every acknowledged record is in Kafka)."""
+    from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
+    from pinpipe.services.topics import ensure_topics
+    from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables, read_tables
+    from pinpipe.source.emulation import print_summary, run_with_progress
+    from pinpipe.source.generator import generate_tables
+
+    began = time.monotonic()
+    with console.status("starting the embedded broker and PostgreSQL"):
+        stack = _services(settings, kafka_bootstrap, postgres_dsn)
+        bootstrap, dsn = next(stack)
+    try:
+        console.print(f"[green]✓[/] broker at {bootstrap}; PostgreSQL ready")
+        client_config = settings.broker.client_config(bootstrap)
+        prefix = settings.broker.topic_prefix
+        created = ensure_topics(client_config, all_topics(prefix), settings.broker.partitions)
+        console.print(f"[green]✓[/] topics: " + ", ".join(f"{t} ({state})" for t, state in created.items()))
+
+        generated = generate_tables(settings.source.seed, settings.source.rows)
+        loaded = load_tables(generated, dsn)
+        tables = read_tables(dsn)
+        console.print(
+            "[green]✓[/] source tables loaded into PostgreSQL: "
+            + ", ".join(f"{SOURCE_TABLE_NAMES[t]} {n:,} rows" for t, n in loaded.items())
+        )
+
+        api_settings = settings.model_copy(
+            update={"broker": settings.broker.model_copy(update={"bootstrap_servers": bootstrap}),
+                    "ingest": settings.ingest.model_copy(update={"port": 0})}
+        )
+        with running_api(api_settings) as base_url:
+            console.print(f"[green]✓[/] ingest API at {base_url}")
+            emulating = settings.model_copy(
+                update={"emulator": settings.emulator.model_copy(update={"base_url": base_url, "rate": rate})}
+            )
+            stats = run_with_progress(emulating, count=posts, duration_s=None, tables=tables, console=console)
+        print_summary(stats, console)
+
+        topics = [topic_name(prefix, table) for table in Table]
+        held = count_records(client_config, topics, expected=stats.accepted)
+        summary = RichTable("topic", "records in Kafka", title="what Kafka holds")
+        for topic, count in held.items():
+            summary.add_row(topic, f"{count:,}")
+        summary.add_row("[bold]total[/]", f"[bold]{sum(held.values()):,}[/]")
+        console.print(summary)
+        lost = stats.accepted - sum(held.values())
+        console.print(f"demo finished in {time.monotonic() - began:.1f} s")
+        if lost > 0 or stats.failed:
+            console.print(f"[red]✗[/] {lost} acknowledged records missing, {stats.failed} failed")
+            return 1
+        console.print("[green]✓[/] every acknowledged record is in Kafka")
+        return 0
+    finally:
+        with console.status("stopping what the demo started"):
+            stack.close()
+
+
+def _services(settings, kafka_bootstrap, postgres_dsn) -> Iterator[tuple[str, str]]:
+    # A generator so that run_demo can show a spinner while starting and stop in `finally`.
+    with postgres_dsn(settings) as dsn, kafka_bootstrap(settings) as bootstrap:
+        yield bootstrap, dsn
