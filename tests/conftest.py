@@ -1,0 +1,65 @@
+"""Session-wide fixtures shared by every test package: one embedded broker, one PostgreSQL.
+
+Both start lazily (only when a test asks for them) and are stopped at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pinpipe.services.broker import EmbeddedBroker
+from pinpipe.services.postgres import EmbeddedPostgres
+
+
+def make_traversable_dir(prefix: str = "pinpipe-test-") -> Path:
+    """A fresh directory under /tmp, mode 0755.
+
+    pytest's ``tmp_path`` lives under ``/tmp/pytest-of-<user>`` (mode 0700), which the
+    unprivileged user running PostgreSQL (when tests run as root) cannot enter.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o755)
+    return path
+
+
+@pytest.fixture
+def traversable_dir() -> Iterator[Path]:
+    """A fresh 0755 directory under /tmp, removed after the test."""
+    path = make_traversable_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of one embedded Tansu broker shared by the whole test session.
+
+    Memory storage: topics start empty each session. Topics are auto-created on produce;
+    use unique topic names per test, since the broker is shared.
+    """
+    log_dir = make_traversable_dir("pinpipe-broker-")
+    try:
+        with EmbeddedBroker(log_dir) as broker:
+            yield broker.bootstrap_servers
+    finally:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """DSN of one embedded PostgreSQL shared by the whole test session (database ``pinpipe``).
+
+    The DSN holds the password: do not print it (``pinpipe.services.mask_dsn``).
+    """
+    base = make_traversable_dir("pinpipe-pg-")
+    try:
+        with EmbeddedPostgres(base / "postgres") as server:
+            yield server.dsn
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
