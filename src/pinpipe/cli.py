@@ -92,10 +92,12 @@ def config(ctx: typer.Context) -> None:
 
 
 def _print_statuses(statuses) -> None:
-    table = RichTable("service", "mode", "address", "health", "detail")
+    table = RichTable("service", "mode", "health")
+    table.add_column("address", overflow="fold")
+    table.add_column("detail", overflow="fold")
     for status in statuses:
         health = "[green]healthy[/]" if status.healthy else "[red]down[/]"
-        table.add_row(status.name, status.mode, status.address, health, status.detail)
+        table.add_row(status.name, status.mode, health, status.address, status.detail)
     console.print(table)
 
 
