@@ -95,6 +95,95 @@ class EmulatorSettings(BaseModel):
     max_retries: int = Field(5, ge=0)
 
 
+class IngestSettings(BaseModel):
+    """The HTTP ingestion API (``pinpipe api``): where it listens and what it accepts."""
+
+    host: str = Field("127.0.0.1", description="Bind address; non-loopback needs API keys or insecure.")
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Largest request body (413).")
+    max_records_per_request: int = Field(1000, ge=1, description="Most records in one request (422).")
+    max_record_bytes: int = Field(
+        100_000, ge=1, description="Largest single record, as stored in Kafka (413)."
+    )
+    api_key_hashes: list[str] = Field(
+        default_factory=list,
+        description="sha256 hex digests of the accepted API keys; empty means no authentication.",
+    )
+    produce_timeout_s: float = Field(
+        5.0, gt=0, description="How long a record may wait for the broker's ack before a 503."
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After of 429/503 answers.")
+    linger_ms: float = Field(2.0, ge=0, description="Producer batching delay (librdkafka linger.ms).")
+    queue_max_messages: int = Field(
+        100_000, ge=1, description="Producer queue capacity; a full queue answers 429."
+    )
+    insecure: bool = Field(
+        False, description="Allow binding a non-loopback address without API keys."
+    )
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _sha256_hex(cls, value: list[str]) -> list[str]:
+        hashes = [item.strip().lower() for item in value]
+        for item in hashes:
+            if len(item) != 64 or any(char not in "0123456789abcdef" for char in item):
+                raise ValueError("api_key_hashes must be sha256 hex digests (64 hex characters)")
+        return hashes
+
+
+class LakeSettings(BaseModel):
+    """The data lake and the sink that fills its raw layer."""
+
+    root: str | None = Field(
+        None, description="Local path or s3://bucket/prefix; unset means <data_dir>/lake."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto, ...).")
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    sink_group_id: str = Field("pinpipe-lake-sink", description="Consumer group of the lake sink.")
+    rotate_records: int = Field(100_000, ge=1, description="Close a file after this many records.")
+    rotate_bytes: int = Field(64 * 1024 * 1024, ge=1, description="... or this many value bytes.")
+    rotate_age_s: float = Field(60.0, gt=0, description="... or when its first record is this old.")
+    max_buffer_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="Memory cap of buffered records; the biggest buffers are written early above it."
+    )
+    storage_retry_s: float = Field(
+        60.0, ge=0, description="How long transient storage errors are retried before the sink stops."
+    )
+    session_timeout_ms: int = Field(
+        6000, ge=1000, description="Consumer group session timeout (small: fast rebalances)."
+    )
+    fetch_queue_kbytes: int = Field(
+        32 * 1024, ge=1024, description="librdkafka prefetch queue cap (queued.max.messages.kbytes)."
+    )
+    consume_batch: int = Field(10_000, ge=1, description="Records taken per consume call.")
+
+
+class BatchSettings(BaseModel):
+    """The batch layer: the Spark session and the data-quality bounds of ``pinpipe batch``."""
+
+    spark_master: str = Field("local[2]", description="local[N], spark://host:7077, yarn, ...")
+    shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions.")
+    driver_memory: str = Field("2g", description="spark.driver.memory (local mode's heap).")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict, description="Extra Spark properties, passed through as given."
+    )
+    max_null_rate: dict[str, float] = Field(
+        default_factory=lambda: {
+            "pin.ind": 0.0, "pin.unique_id": 0.0, "pin.category": 0.05,
+            "pin.save_location": 0.05, "pin.follower_count": 0.15, "pin.poster_name": 0.15,
+            "pin.title": 0.15, "pin.description": 0.35, "pin.tag_list": 0.15,
+            "pin.image_src": 0.15, "geo.ind": 0.0, "geo.country": 0.05,
+            "geo.coordinates": 0.05, "geo.timestamp": 0.05, "user.ind": 0.0,
+            "user.user_name": 0.05, "user.age": 0.05, "user.date_joined": 0.05,
+        },
+        description="Upper bound of the null share of '<table>.<column>' in a run's clean rows; "
+        "unlisted columns are not checked.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in pinpipe."""
 
@@ -107,6 +196,9 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     emulator: EmulatorSettings = Field(default_factory=EmulatorSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -1,0 +1,102 @@
+"""The ingest API's FastAPI application: wiring only.
+
+``create_app(settings)`` needs ``settings.broker.bootstrap_servers`` set (``pinpipe api``
+resolves it first, see :mod:`pinpipe.ingest.server`). Nothing connects when the app is built:
+the lifespan starts the producer and makes sure the topics exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from pinpipe import __version__
+from pinpipe.config import Settings
+from pinpipe.events import all_topics
+from pinpipe.ingest.errors import install_error_handlers
+from pinpipe.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
+from pinpipe.ingest.publisher import Publisher
+from pinpipe.ingest.records import Ingestor
+from pinpipe.ingest.routes import health, kinesis, legacy, native, rest_proxy
+from pinpipe.ingest.schemas import install_openapi
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """HTTP to Kafka for pin, geo and user records.
+
+Accepts the wire formats of existing clients (Kafka REST Proxy v2, Kinesis through API Gateway,
+the first-generation FastAPI) and pinpipe's own batch format. Success means the broker
+acknowledged the record. Every error answers `{"error_code": ..., "message": ...}`.
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The ingest API for ``settings`` (bootstrap servers already resolved)."""
+    bootstrap = settings.broker.bootstrap_servers
+    if not bootstrap:
+        raise ValueError(
+            "create_app needs settings.broker.bootstrap_servers; resolve it with "
+            "pinpipe.services.resolve.kafka_bootstrap(settings) first"
+        )
+    metrics = IngestMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client_config = settings.broker.client_config(bootstrap)
+        ingest = settings.ingest
+        publisher = Publisher(
+            client_config,
+            produce_timeout_s=ingest.produce_timeout_s,
+            retry_after_s=ingest.retry_after_s,
+            linger_ms=ingest.linger_ms,
+            queue_max_messages=ingest.queue_max_messages,
+            on_broker_error=metrics.broker_error,
+        )
+        publisher.start()
+        metrics.bind_publisher(publisher.queue_depth, lambda: publisher.available)
+        app.state.publisher = publisher
+        app.state.ingestor = Ingestor(
+            publisher, settings.broker.topic_prefix, ingest.max_record_bytes, metrics
+        )
+        await asyncio.to_thread(_ensure_topics, settings, client_config)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(publisher.close)
+
+    app = FastAPI(
+        title="pinpipe ingest API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.api_key_hashes = tuple(settings.ingest.api_key_hashes)
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    for router in (rest_proxy.router, kinesis.router, legacy.router, native.router, health.router):
+        app.include_router(router)
+    install_openapi(app)
+    return app
+
+
+def _ensure_topics(settings: Settings, client_config: dict) -> None:
+    """Create the topics if missing. A broker that is down now is not fatal: the API starts,
+    answers 503 and /readyz says why, and recovers when the broker is back."""
+    from pinpipe.services.topics import TopicError, ensure_topics
+
+    try:
+        ensure_topics(
+            client_config,
+            all_topics(settings.broker.topic_prefix),
+            settings.broker.partitions,
+            settings.broker.replication_factor,
+            timeout=5.0,
+        )
+    except TopicError as exc:
+        logger.warning("could not make sure the topics exist: %s", exc)

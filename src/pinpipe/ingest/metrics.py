@@ -1,0 +1,106 @@
+"""Prometheus metrics of one ingest app, in a registry of its own (not the global one).
+
+A registry per app keeps tests and several apps in one process independent. With several
+uvicorn workers each worker answers ``/metrics`` for itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class IngestMetrics:
+    """The ingest API's metrics; ``render()`` gives the exposition text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "pinpipe_ingest_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "pinpipe_ingest_request_duration_seconds",
+            "HTTP request duration by route template.",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.records = Counter(
+            "pinpipe_ingest_records_total",
+            "Records by table and outcome: accepted (acknowledged), rejected (invalid, sent to "
+            "the dead-letter topic), failed (not acknowledged: 429/503).",
+            ["table", "outcome"],
+            registry=self.registry,
+        )
+        self.produce_seconds = Histogram(
+            "pinpipe_ingest_produce_latency_seconds",
+            "Time from producing a request's records until the broker acknowledged all of them.",
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.queue_depth = Gauge(
+            "pinpipe_ingest_producer_queue_depth",
+            "Records queued or in flight in the producer.",
+            registry=self.registry,
+        )
+        self.broker_available = Gauge(
+            "pinpipe_ingest_broker_available",
+            "1 while the broker is considered reachable, 0 while requests get 503.",
+            registry=self.registry,
+        )
+        self.broker_errors = Counter(
+            "pinpipe_ingest_broker_errors_total",
+            "Broker-level failures by kind (delivery, all_brokers_down, fatal, queue_full, ...).",
+            ["kind"],
+            registry=self.registry,
+        )
+
+    def broker_error(self, kind: str) -> None:
+        self.broker_errors.labels(kind).inc()
+
+    def bind_publisher(
+        self, queue_depth: Callable[[], float], available: Callable[[], bool]
+    ) -> None:
+        """Read the producer's state at scrape time."""
+        self.queue_depth.set_function(queue_depth)
+        self.broker_available.set_function(lambda: 1.0 if available() else 0.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware counting requests by route template (bounded label values)."""
+
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.request_seconds.labels(template).observe(time.perf_counter() - started)

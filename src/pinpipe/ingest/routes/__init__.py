@@ -1,0 +1,1 @@
+"""One router per wire format, plus health and metrics."""

@@ -1,0 +1,44 @@
+"""``/healthz`` (the process answers), ``/readyz`` (the broker answers and the producer queue
+has room) and ``/metrics`` (Prometheus). No authentication, so probes and scrapers need no key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from pinpipe.ingest.deps import PublisherDep
+from pinpipe.ingest.metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["Health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+@router.get("/readyz", summary="The broker is reachable and the producer queue is not full")
+async def readyz(publisher: PublisherDep) -> Response:
+    reachable = await asyncio.to_thread(publisher.probe, 1.0)
+    depth = publisher.queue_depth()
+    full = publisher.queue_full()
+    ready = reachable and not full
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "broker": "reachable" if reachable else "unreachable",
+        "queue_depth": depth,
+        "queue_full": full,
+    }
+    headers = None if ready else {"Retry-After": str(publisher.retry_after_s)}
+    return Response(
+        orjson.dumps(body), 200 if ready else 503, headers, media_type="application/json"
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

@@ -1,0 +1,193 @@
+"""The wire shapes of the ingest API, for its OpenAPI document.
+
+Bodies are parsed by the routes themselves (see :mod:`pinpipe.ingest.body`), so these models
+document rather than validate: :func:`request_body` references them from a route's
+``openapi_extra`` and :func:`install_openapi` adds them to ``components.schemas``.
+Reply models are used as ``responses=`` of the routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict, Field
+
+from pinpipe.events import RawGeo, RawPin, RawUser
+
+
+class ErrorBody(BaseModel):
+    """Every error answer (the Kafka REST Proxy's error body)."""
+
+    error_code: int
+    message: str
+
+
+# --- Kafka REST Proxy v2 ---------------------------------------------------------------------
+
+
+class RestProxyRecord(BaseModel):
+    """One record; ``key`` and ``partition`` are accepted and ignored (pinpipe keys by the
+    record's natural key and lets the partitioner place it)."""
+
+    value: RawPin | RawGeo | RawUser
+    key: Any = None
+    partition: int | None = None
+
+
+class RestProxyRequest(BaseModel):
+    records: list[RestProxyRecord]
+
+
+class RestProxyOffset(BaseModel):
+    partition: int | None
+    offset: int | None
+    error_code: int | None
+    error: str | None
+
+
+class RestProxyReply(BaseModel):
+    offsets: list[RestProxyOffset]
+    key_schema_id: int | None = None
+    value_schema_id: int | None = None
+
+
+class TopicReplica(BaseModel):
+    broker: int
+    leader: bool
+    in_sync: bool
+
+
+class TopicPartition(BaseModel):
+    partition: int
+    leader: int
+    replicas: list[TopicReplica]
+
+
+class TopicInfo(BaseModel):
+    name: str
+    configs: dict[str, str]
+    partitions: list[TopicPartition]
+
+
+# --- Kinesis through API Gateway ---------------------------------------------------------------
+
+
+class KinesisPutRecord(BaseModel):
+    """``Data`` is the row object, or the row's JSON base64-encoded (or as JSON text)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    StreamName: str | None = None
+    Data: RawPin | RawGeo | RawUser | str
+    PartitionKey: str | None = None
+
+
+class KinesisBatchEntry(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    data: RawPin | RawGeo | RawUser | str
+    partition_key: str | None = Field(None, alias="partition-key")
+
+
+class KinesisPutRecords(BaseModel):
+    """API Gateway's PutRecords mapping: ``{"records":[{"data":..., "partition-key":...}]}``
+    (``Records``/``Data``/``PartitionKey`` are accepted too)."""
+
+    records: list[KinesisBatchEntry]
+
+
+class KinesisRecordReply(BaseModel):
+    SequenceNumber: str
+    ShardId: str
+
+
+class KinesisBatchResult(BaseModel):
+    SequenceNumber: str | None = None
+    ShardId: str | None = None
+    ErrorCode: str | None = None
+    ErrorMessage: str | None = None
+
+
+class KinesisBatchReply(BaseModel):
+    FailedRecordCount: int
+    Records: list[KinesisBatchResult]
+
+
+# --- legacy and native -------------------------------------------------------------------------
+
+
+class RecordResult(BaseModel):
+    """One record's outcome; ``error`` is null when it was written."""
+
+    table: str | None
+    partition: int | None
+    offset: int | None
+    error: str | None
+
+
+class NativeEvent(BaseModel):
+    table: str = Field(description="pin, geo or user")
+    value: RawPin | RawGeo | RawUser
+
+
+class NativeReply(BaseModel):
+    results: list[RecordResult]
+    accepted: int
+    rejected: int
+
+
+BODY_MODELS: tuple[type[BaseModel], ...] = (
+    RestProxyRequest,
+    KinesisPutRecord,
+    KinesisPutRecords,
+    NativeEvent,
+    RawPin,
+    RawGeo,
+    RawUser,
+)
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def request_body(
+    model: type[BaseModel], media_types: tuple[str, ...], *, array: bool = False
+) -> dict[str, Any]:
+    """``openapi_extra`` declaring a required body of ``model`` (or an array of it)."""
+    schema: dict[str, Any] = {"type": "array", "items": _ref(model)} if array else _ref(model)
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": schema} for media in media_types},
+        }
+    }
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries documenting proxy-style error bodies."""
+    return {status: {"model": ErrorBody} for status in statuses}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Generate the OpenAPI document once, with the body models in its components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in BODY_MODELS:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
