@@ -223,6 +223,32 @@ def emulate(
 
 
 @app.command()
+def api(
+    ctx: typer.Context,
+    host: Annotated[Optional[str], typer.Option(help="Bind address [settings: ingest.host].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [settings: ingest.port].")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes [settings: ingest.workers].")] = None,
+    insecure: Annotated[
+        Optional[bool], typer.Option("--insecure", help="Allow a non-loopback address without API keys.")
+    ] = None,
+) -> None:
+    """Run the ingest API: HTTP (REST proxy, Kinesis, legacy, native) to Kafka."""
+    from pinpipe.ingest.auth import BindRefused
+    from pinpipe.ingest.server import serve
+
+    settings = _settings(
+        ctx, ingest__host=host, ingest__port=port, ingest__workers=workers, ingest__insecure=insecure
+    )
+    try:
+        serve(settings)
+    except BindRefused as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     posts: Annotated[int, typer.Option(help="Posts to emulate (each is a pin, geo and user record).")] = 3000,

@@ -86,6 +86,7 @@ def count_records(client_config: dict, topics: list[str], expected: int, timeout
 
 def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -> int:
     """Run the demo; returns the exit code (0 when every acknowledged record is in Kafka)."""
+    from pinpipe.ingest.server import with_bootstrap
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
     from pinpipe.services.topics import ensure_topics
     from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables, read_tables
@@ -111,9 +112,8 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -
             + ", ".join(f"{SOURCE_TABLE_NAMES[t]} {n:,} rows" for t, n in loaded.items())
         )
 
-        api_settings = settings.model_copy(
-            update={"broker": settings.broker.model_copy(update={"bootstrap_servers": bootstrap}),
-                    "ingest": settings.ingest.model_copy(update={"port": 0})}
+        api_settings = with_bootstrap(settings, bootstrap).model_copy(
+            update={"ingest": settings.ingest.model_copy(update={"port": 0})}
         )
         with running_api(api_settings) as base_url:
             console.print(f"[green]✓[/] ingest API at {base_url}")
