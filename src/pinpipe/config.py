@@ -147,7 +147,7 @@ class LakeSettings(BaseModel):
     rotate_bytes: int = Field(64 * 1024 * 1024, ge=1, description="... or this many value bytes.")
     rotate_age_s: float = Field(60.0, gt=0, description="... or when its first record is this old.")
     max_buffer_bytes: int = Field(
-        128 * 1024 * 1024, ge=1024, description="Memory cap of buffered records; the biggest buffers are written early above it."
+        64 * 1024 * 1024, ge=1024, description="Memory cap of buffered records; the biggest buffers are written early above it."
     )
     storage_retry_s: float = Field(
         60.0, ge=0, description="How long transient storage errors are retried before the sink stops."
@@ -156,7 +156,7 @@ class LakeSettings(BaseModel):
         6000, ge=1000, description="Consumer group session timeout (small: fast rebalances)."
     )
     fetch_queue_kbytes: int = Field(
-        32 * 1024, ge=1024, description="librdkafka prefetch queue cap (queued.max.messages.kbytes)."
+        16 * 1024, ge=1024, description="librdkafka prefetch queue cap (queued.max.messages.kbytes)."
     )
     consume_batch: int = Field(10_000, ge=1, description="Records taken per consume call.")
 
@@ -184,6 +184,30 @@ class BatchSettings(BaseModel):
     )
 
 
+class SpeedSettings(BaseModel):
+    """The speed layer: ``pinpipe stream`` (Kafka -> Spark Structured Streaming -> PostgreSQL)."""
+
+    trigger_s: float = Field(1.0, gt=0, description="Micro-batch trigger interval in seconds.")
+    checkpoint_dir: str | None = Field(
+        None, description="Spark checkpoint (holds the Kafka offsets); unset means <data_dir>/checkpoints/speed."
+    )
+    source_format: str = Field(
+        "pinpipe-kafka",
+        description="pinpipe-kafka (built in) or kafka (Spark's connector, where its jars are installed).",
+    )
+    starting_offsets: str = Field(
+        "earliest", description='earliest, latest or JSON {"topic": {"0": 42}} for a new checkpoint.'
+    )
+    max_offsets_per_trigger: int | None = Field(
+        200_000, ge=1, description="Most records one micro-batch reads (None: all available)."
+    )
+    lateness_s: float = Field(
+        600.0, ge=0, description="Watermark: metric windows older than the latest broker time minus this are final."
+    )
+    poster_window_s: int = Field(600, ge=1, description="Sliding window length of the poster activity metric.")
+    poster_slide_s: int = Field(60, ge=1, description="... and how often a new window starts.")
+
+
 class Settings(BaseSettings):
     """Everything configurable in pinpipe."""
 
@@ -199,6 +223,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     lake: LakeSettings = Field(default_factory=LakeSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    speed: SpeedSettings = Field(default_factory=SpeedSettings)
 
     @field_validator("data_dir")
     @classmethod

@@ -1,0 +1,141 @@
+"""``pinpipe lake ls`` and ``pinpipe lake verify``: what the raw layer holds, and is it whole.
+
+``ls`` reads only Parquet footers (record counts). ``verify`` reads the ``offset`` column of
+every raw file and checks, per topic-partition, that the offsets form one contiguous range
+without duplicates, and that everything the sink's group committed is in the lake.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pinpipe.config import Settings
+from pinpipe.events import all_topics
+from pinpipe.lake.layout import RAW_DIR, RawFile, parse_file_name
+from pinpipe.lake.storage import LakeStorage
+
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    """One ``raw/<table>/dt=<day>`` partition of the lake."""
+
+    table: str
+    dt: str
+    files: int
+    records: int
+    bytes: int
+
+
+def _raw_files(storage: LakeStorage) -> list[tuple[RawFile, str, int]]:
+    found = []
+    for stored in storage.list_files(RAW_DIR):
+        parsed = parse_file_name(stored.path)
+        if parsed is not None:
+            found.append((parsed, stored.path, stored.size))
+    return found
+
+
+def list_partitions(settings: Settings) -> list[PartitionInfo]:
+    """Every raw partition with its file count, record count (from footers) and size."""
+    storage = LakeStorage.from_settings(settings)
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for parsed, path, size in _raw_files(storage):
+        entry = totals[(parsed.table, parsed.dt)]
+        entry[0] += 1
+        entry[1] += storage.read_metadata(path).num_rows
+        entry[2] += size
+    return [PartitionInfo(table, dt, *entry) for (table, dt), entry in sorted(totals.items())]
+
+
+@dataclass
+class PartitionCheck:
+    """The verdict for one topic-partition; ``problems`` is empty when it is whole."""
+
+    topic: str
+    partition: int
+    records: int = 0
+    first_offset: int | None = None
+    last_offset: int | None = None
+    duplicates: int = 0
+    gaps: int = 0
+    committed: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    checks: list[PartitionCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+def lake_offsets(storage: LakeStorage) -> dict[tuple[str, int], pa.Array]:
+    """Every offset present in the lake, per (topic, partition), duplicates kept."""
+    chunks: dict[tuple[str, int], list[pa.Array]] = defaultdict(list)
+    for parsed, path, _ in _raw_files(storage):
+        column = storage.read_columns(path, ["offset"]).column("offset")
+        chunks[(parsed.topic, parsed.partition)].extend(column.chunks)
+    return {key: pa.concat_arrays(parts) for key, parts in chunks.items()}
+
+
+def committed_offsets(settings: Settings, bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The sink group's committed offsets (without joining the group)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({
+        **settings.broker.client_config(bootstrap),
+        "group.id": settings.lake.sink_group_id,
+        "enable.auto.commit": False,
+    })  # fmt: skip
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        partitions = [TopicPartition(topic, number)
+                      for topic in topics if topic in metadata.topics
+                      for number in metadata.topics[topic].partitions]  # fmt: skip
+        if not partitions:
+            return {}
+        result = consumer.committed(partitions, timeout=10)
+    finally:
+        consumer.close()
+    return {(tp.topic, tp.partition): tp.offset for tp in result if tp.offset >= 0}
+
+
+def verify_lake(settings: Settings, bootstrap: str) -> VerifyReport:
+    """Check every topic-partition in the lake or committed by the sink's group."""
+    storage = LakeStorage.from_settings(settings)
+    offsets = lake_offsets(storage)
+    topics = sorted(set(all_topics(settings.broker.topic_prefix)) | {key[0] for key in offsets})
+    committed = committed_offsets(settings, bootstrap, topics)
+    checks = []
+    for key in sorted(set(offsets) | set(committed)):
+        check = PartitionCheck(*key, committed=committed.get(key))
+        present = offsets.get(key)
+        if present is not None and len(present):
+            unique = pc.unique(present)
+            bounds = pc.min_max(present)
+            check.records = len(present)
+            check.first_offset = bounds["min"].as_py()
+            check.last_offset = bounds["max"].as_py()
+            check.duplicates = len(present) - len(unique)
+            check.gaps = check.last_offset - check.first_offset + 1 - len(unique)
+            if check.duplicates:
+                check.problems.append(f"{check.duplicates} offsets stored more than once")
+            if check.gaps:
+                check.problems.append(f"{check.gaps} offsets missing inside the range")
+        end = check.last_offset + 1 if check.last_offset is not None else 0
+        if check.committed is not None and check.committed > end:
+            check.problems.append(
+                f"committed offset {check.committed} but the lake ends at {end}: records lost"
+            )
+        checks.append(check)
+    return VerifyReport(checks)

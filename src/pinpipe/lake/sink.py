@@ -1,0 +1,481 @@
+"""The lake sink: every record of the pipeline's topics into raw Parquet, exactly once.
+
+One consumer (group ``settings.lake.sink_group_id``, no auto-commit) buffers records per
+topic-partition. A buffer becomes a file (:mod:`pinpipe.lake.layout` names it by topic,
+partition and first offset) when it reaches ``rotate_records`` records or ``rotate_bytes``
+value bytes, when the next record belongs to another UTC day, when its first record has waited
+``rotate_age_s``, when memory is short, and on rebalance and shutdown. After every round of
+files is durable (:mod:`pinpipe.lake.storage`), the offsets after them are committed.
+
+Why this is exactly once (the Secor / Kafka Connect S3 sink method)
+-------------------------------------------------------------------
+A file is identified by its first offset, and the sink always resumes at a committed offset,
+which is always the first offset of the next file. After a crash the restarted sink reads again
+from the committed offset C and writes a file named ``...+C.parquet`` in the directory of the
+day of record C: the same path as any file written from C before the crash, which it replaces
+atomically (rename / single PUT). So a re-written range replaces, never duplicates.
+
+The end of a file is deterministic when it is decided by the records themselves (count, bytes
+from the first offset, day change) and time-dependent otherwise (age, memory pressure,
+rebalance, shutdown). A crash may leave a time-dependent file [100..180] uncommitted while the
+restarted sink writes [100..150] then [151..]: the first replaces the old file (same name), so
+offsets 151..180 are only in the new files. That argument breaks only if an uncommitted file
+*starting after* 100 could also exist from before the crash, e.g. [181..200] after a
+time-dependent [100..180]. The sink prevents that: within one round, a partition's files are
+written in offset order and only the last may have a time-dependent end; the round's offsets
+are committed synchronously before any further file is written, and a commit that fails for a
+reason other than losing the partition stops the sink. The earlier files of a round end on
+deterministic boundaries, so a re-run writes them identically (same records; only
+``written_at`` differs).
+
+Limit: a "zombie" that lost its partitions without noticing (a session timeout while blocked
+in storage retries) could still replace a file the new owner wrote. Partitions reported lost
+(``on_lost``) are dropped without writing, and ``pinpipe lake verify`` detects duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pinpipe.config import Settings
+from pinpipe.events import all_topics
+from pinpipe.lake.encode import encode_records, to_parquet_bytes
+from pinpipe.lake.errors import SinkStopped, StorageError
+from pinpipe.lake.layout import MS_PER_DAY, file_path, table_for_topic
+from pinpipe.lake.metrics import SinkMetrics
+from pinpipe.lake.storage import LakeStorage
+
+log = logging.getLogger("pinpipe.lake")
+
+# Python objects around each buffered record (bytes headers, ints, list slots): counted with
+# the value bytes so that the memory cap bounds real memory, not just payload.
+RECORD_OVERHEAD_BYTES = 200
+# Commit errors meaning "this consumer no longer owns the partitions": drop, do not stop.
+_LOST_OWNERSHIP = {"REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID",
+                   "FENCED_INSTANCE_ID", "_STATE", "_ASSIGNMENT_LOST"}  # fmt: skip
+
+
+@dataclass
+class SinkStats:
+    """What one run of the sink wrote."""
+
+    records: int = 0
+    parquet_bytes: int = 0
+    files: int = 0
+    commits: int = 0
+    records_by_table: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+class _Segment:
+    """The buffered records of one future file."""
+
+    __slots__ = ("topic", "partition", "day", "first_offset", "values", "keys", "offsets",
+                 "timestamps", "value_bytes", "started", "memory")  # fmt: skip
+
+    def __init__(self, topic: str, partition: int, first_offset: int, day: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.first_offset = first_offset
+        self.day = day
+        self.values: list[bytes | None] = []
+        self.keys: list[bytes | None] = []
+        self.offsets: list[int] = []
+        self.timestamps: list[int | None] = []
+        self.value_bytes = 0
+        self.memory = 0
+        self.started = time.monotonic()
+
+
+TopicPartitionKey = tuple[str, int]
+
+
+class LakeSink:
+    """Consume the pipeline's topics into the lake; see the module docstring for the method.
+
+    ``run()`` blocks until ``stop_event`` is set (SIGTERM/SIGINT set it when ``run_sink`` runs
+    in the main thread), then writes what is buffered, commits and leaves the group.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        stop_event: threading.Event | None = None,
+        metrics: SinkMetrics | None = None,
+        storage: LakeStorage | None = None,
+    ) -> None:
+        self.settings = settings
+        self.lake = settings.lake
+        self.bootstrap = bootstrap
+        self.stop_event = stop_event or threading.Event()
+        self.metrics = metrics or SinkMetrics()
+        self.storage = storage or LakeStorage.from_settings(settings)
+        self.topics = all_topics(settings.broker.topic_prefix)
+        self.stats = SinkStats()
+        self._open: dict[TopicPartitionKey, _Segment] = {}
+        self._closed: list[_Segment] = []
+        self._next: dict[TopicPartitionKey, int] = {}  # assigned partitions: next offset to take
+        self._committed: dict[TopicPartitionKey, int] = {}
+        self._buffered = 0
+        self._failure: BaseException | None = None
+        self._consumer = None
+
+    # --- consumer ---------------------------------------------------------------------------
+
+    def consumer_config(self) -> dict:
+        session_ms = self.lake.session_timeout_ms
+        return {
+            **self.settings.broker.client_config(self.bootstrap),
+            "group.id": self.lake.sink_group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 4),
+            "queued.max.messages.kbytes": self.lake.fetch_queue_kbytes,
+            "enable.partition.eof": False,
+            "client.id": "pinpipe-lake-sink",
+        }
+
+    def run(self) -> SinkStats:
+        """Consume until stopped; returns the stats or raises :class:`SinkStopped`."""
+        from confluent_kafka import Consumer
+
+        started = time.monotonic()
+        self._consumer = consumer = Consumer(self.consumer_config())
+        consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        log.info("lake sink: %s -> %s (group %s)", self.topics, self.storage.display,
+                 self.lake.sink_group_id)  # fmt: skip
+        next_housekeeping = 0.0
+        try:
+            while not self.stop_event.is_set():
+                messages = consumer.consume(self.lake.consume_batch, 0.25)
+                self._raise_failure()
+                if messages:
+                    self._add(messages)
+                now = time.monotonic()
+                if now >= next_housekeeping:
+                    self._close_aged(now)
+                    self._update_lag()
+                    next_housekeeping = now + 0.25
+                if self._closed:
+                    self._flush_round()
+            self._close_all()
+            self._flush_round()
+        except BaseException:
+            self._close_consumer(clean=False)
+            raise
+        self._close_consumer(clean=True)
+        self._raise_failure()
+        self.stats.elapsed_s = time.monotonic() - started
+        return self.stats
+
+    def _close_consumer(self, clean: bool) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        if not clean:
+            # Drop buffers first: the revoke during close must not write after a failure.
+            self._open.clear()
+            self._closed.clear()
+            self._next.clear()
+        try:
+            consumer.close()
+        except Exception as exc:  # leaving the group is best effort; offsets are committed
+            log.warning("lake sink: closing the consumer failed: %s", exc)
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            failure = self._failure
+            raise failure if isinstance(failure, SinkStopped) else SinkStopped(str(failure))
+
+    def _on_assign(self, consumer, partitions) -> None:
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except Exception as exc:
+            log.warning("lake sink: reading committed offsets failed (%s); trusting the consumer", exc)
+            committed = partitions
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            self._next[key] = max(tp.offset, 0)
+            if tp.offset >= 0:
+                self._committed[key] = tp.offset
+        log.info("lake sink: assigned %s", sorted(self._next))
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        """Write what is buffered for the revoked partitions and commit, then let them go."""
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        try:
+            if self._failure is None:
+                for key in keys:
+                    self._close(key)
+                self._flush_round()
+        except BaseException as exc:  # raised inside librdkafka's callback: report in run()
+            self._failure = exc
+        finally:
+            self._forget(keys)
+        log.info("lake sink: revoked %s", sorted(keys))
+
+    def _on_lost(self, consumer, partitions) -> None:
+        """Another member may own these now: drop their buffers, write nothing."""
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self._forget(keys)
+        log.warning("lake sink: lost %s; their buffered records are left to the new owner",
+                    sorted(keys))  # fmt: skip
+
+    def _forget(self, keys: set[TopicPartitionKey]) -> None:
+        for key in keys:
+            segment = self._open.pop(key, None)
+            if segment is not None:
+                self._buffered -= segment.memory
+            self._next.pop(key, None)
+            self._committed.pop(key, None)
+            try:
+                self.metrics.lag.remove(key[0], str(key[1]))
+            except KeyError:
+                pass
+        kept = [segment for segment in self._closed if (segment.topic, segment.partition) not in keys]
+        for segment in self._closed:
+            if (segment.topic, segment.partition) in keys:
+                self._buffered -= segment.memory
+        self._closed = kept
+
+    def _consumer_error(self, error) -> None:
+        self.metrics.errors.labels("consumer").inc()
+        if error.fatal():
+            raise SinkStopped(f"fatal consumer error: {error}")
+        log.warning("lake sink: consumer error: %s", error)
+
+    # --- buffering --------------------------------------------------------------------------
+
+    def _add(self, messages) -> None:
+        """Buffer a batch; a segment closed by count, bytes or day change joins ``_closed``."""
+        rotate_records = self.lake.rotate_records
+        rotate_bytes = self.lake.rotate_bytes
+        segments = self._open
+        expected = self._next
+        buffered = 0
+        headroom = self.lake.max_buffer_bytes - self._buffered
+        for message in messages:
+            if message.error() is not None:
+                self._consumer_error(message.error())
+                continue
+            key = (message.topic(), message.partition())
+            offset = message.offset()
+            next_offset = expected.get(key)
+            if next_offset is None or offset < next_offset:
+                continue  # not ours (any more), or already taken
+            value = message.value()
+            timestamp_type, timestamp = message.timestamp()
+            if not timestamp_type:  # TIMESTAMP_NOT_AVAILABLE
+                timestamp = None
+            segment = segments.get(key)
+            if segment is None:
+                # A record without a timestamp opens a file in 1970-01-01: deterministic.
+                day = timestamp // MS_PER_DAY if timestamp is not None else 0
+                segment = segments[key] = _Segment(key[0], key[1], offset, day)
+            elif timestamp is not None and timestamp // MS_PER_DAY != segment.day:
+                self._closed.append(segments.pop(key))
+                segment = segments[key] = _Segment(key[0], key[1], offset, timestamp // MS_PER_DAY)
+            size = len(value) if value is not None else 0
+            segment.values.append(value)
+            segment.keys.append(message.key())
+            segment.offsets.append(offset)
+            segment.timestamps.append(timestamp)
+            segment.value_bytes += size
+            segment.memory += size + RECORD_OVERHEAD_BYTES
+            buffered += size + RECORD_OVERHEAD_BYTES
+            expected[key] = offset + 1
+            if len(segment.offsets) >= rotate_records or segment.value_bytes >= rotate_bytes:
+                self._closed.append(segments.pop(key))
+            if buffered > headroom:  # checked per record: one batch may be large
+                self._buffered += buffered
+                buffered = 0
+                self._relieve_memory()
+                self._flush_round()
+                headroom = self.lake.max_buffer_bytes - self._buffered
+        self._buffered += buffered
+        self.metrics.buffered_bytes.set(self._buffered)
+        self.metrics.consumed.inc(len(messages))
+
+    def _close(self, key: TopicPartitionKey) -> None:
+        segment = self._open.pop(key, None)
+        if segment is not None:
+            self._closed.append(segment)
+
+    def _close_all(self) -> None:
+        for key in list(self._open):
+            self._close(key)
+
+    def _close_aged(self, now: float) -> None:
+        limit = self.lake.rotate_age_s
+        for key, segment in list(self._open.items()):
+            if now - segment.started >= limit:
+                self._close(key)
+
+    def _relieve_memory(self) -> None:
+        """Close the biggest buffers until at most half the memory cap is buffered."""
+        target = self.lake.max_buffer_bytes // 2
+        remaining = self._buffered - sum(segment.memory for segment in self._closed)
+        for key, segment in sorted(self._open.items(), key=lambda item: -item[1].memory):
+            if remaining <= target:
+                break
+            self._close(key)
+            remaining -= segment.memory
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def _flush_round(self) -> None:
+        """Write every closed segment (in order), then commit the offsets after them."""
+        segments, self._closed = self._closed, []
+        if not segments:
+            return
+        commits: dict[TopicPartitionKey, int] = {}
+        try:
+            for segment in segments:
+                self._write(segment)
+                self._buffered -= segment.memory
+                commits[(segment.topic, segment.partition)] = segment.offsets[-1] + 1
+        finally:
+            self.metrics.buffered_bytes.set(self._buffered)
+        self._commit(commits)
+
+    def _write(self, segment: _Segment) -> None:
+        started = time.perf_counter()
+        table_name = table_for_topic(segment.topic)
+        table = encode_records(
+            segment.topic, segment.partition, segment.values, segment.keys, segment.offsets,
+            segment.timestamps, datetime.now(timezone.utc),
+        )  # fmt: skip
+        data = to_parquet_bytes(table)
+        del table
+        path = file_path(table_name, segment.day, segment.topic, segment.partition,
+                         segment.first_offset)  # fmt: skip
+        replaced = self._with_retries(lambda: self.storage.write_atomic(path, data))
+        rows = len(segment.offsets)
+        if replaced:  # written before a crash or by a zombie, never committed
+            log.info("lake sink: replaced %s (offsets %d..%d re-written)", path,
+                     segment.first_offset, segment.offsets[-1])  # fmt: skip
+        self.metrics.flush_seconds.observe(time.perf_counter() - started)
+        self.metrics.records.labels(table_name).inc(rows)
+        self.metrics.bytes.labels(table_name).inc(data.size)
+        self.metrics.files.labels(table_name).inc()
+        stats = self.stats
+        stats.records += rows
+        stats.parquet_bytes += data.size
+        stats.files += 1
+        stats.records_by_table[table_name] = stats.records_by_table.get(table_name, 0) + rows
+
+    def _with_retries(self, action):
+        deadline = time.monotonic() + self.lake.storage_retry_s
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except StorageError as exc:
+                if not exc.retriable:
+                    self.metrics.errors.labels("storage").inc()
+                    raise SinkStopped(f"terminal storage error, nothing committed past it: {exc}") from exc
+                if time.monotonic() + delay > deadline:
+                    self.metrics.errors.labels("storage").inc()
+                    raise SinkStopped(
+                        f"storage still failing after {self.lake.storage_retry_s:.0f} s: {exc}"
+                    ) from exc
+                self.metrics.errors.labels("storage_retry").inc()
+                log.warning("lake sink: %s; retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
+        """Commit synchronously; losing the partitions drops them, anything else stops."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        if not offsets or self._consumer is None:
+            return
+        partitions = [TopicPartition(topic, partition, offset)
+                      for (topic, partition), offset in offsets.items()]  # fmt: skip
+        last_error: Exception | None = None
+        for attempt in range(3):
+            try:
+                result = self._consumer.commit(offsets=partitions, asynchronous=False)
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if error is not None and hasattr(error, "name") and error.name() in _LOST_OWNERSHIP:
+                    self.metrics.errors.labels("commit").inc()
+                    log.warning("lake sink: commit refused (%s): partitions lost", error)
+                    self._forget(set(offsets))
+                    return
+                last_error = exc
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            failed = [tp for tp in result or [] if tp.error is not None]
+            if not failed:
+                self.stats.commits += 1
+                self._committed.update(offsets)
+                return
+            last_error = KafkaException(failed[0].error)
+            time.sleep(0.2 * (attempt + 1))
+        self.metrics.errors.labels("commit").inc()
+        raise SinkStopped(f"committing offsets failed; files past the last commit will be "
+                          f"re-written on restart: {last_error}")  # fmt: skip
+
+    # --- lag --------------------------------------------------------------------------------
+
+    def _update_lag(self) -> None:
+        from confluent_kafka import TopicPartition
+
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for key in list(self._next):
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+            except Exception:  # noqa: BLE001 - no fetch response yet
+                continue
+            if high is None or high < 0:
+                continue
+            base = self._committed.get(key, max(low, 0))
+            self.metrics.lag.labels(key[0], str(key[1])).set(max(high - base, 0))
+
+
+def run_sink(
+    settings: Settings,
+    bootstrap: str,
+    stop_event: threading.Event | None = None,
+    metrics_port: int | None = None,
+) -> SinkStats:
+    """Run the lake sink until ``stop_event`` is set (or SIGTERM/SIGINT in the main thread).
+
+    Creates the pipeline's topics if missing (best effort). Raises :class:`SinkStopped` on a
+    terminal error, after which nothing past the last durable file has been committed.
+    """
+    from pinpipe.services.topics import TopicError, ensure_topics
+
+    stop_event = stop_event or threading.Event()
+    broker = settings.broker
+    try:
+        ensure_topics(broker.client_config(bootstrap), all_topics(broker.topic_prefix),
+                      broker.partitions, broker.replication_factor)  # fmt: skip
+    except TopicError as exc:
+        log.warning("lake sink: could not ensure topics (%s); subscribing anyway", exc)
+    metrics = SinkMetrics()
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+    sink = LakeSink(settings, bootstrap, stop_event, metrics)
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: stop_event.set())
+    try:
+        return sink.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
