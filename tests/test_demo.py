@@ -1,4 +1,4 @@
-"""`pinpipe demo` end to end in a fresh data dir: exit 0, every record in Kafka, nothing left running."""
+"""`pinpipe demo` end to end in a fresh data dir: exit 0, every record in Kafka and the lake, nothing left running."""
 
 from __future__ import annotations
 
@@ -42,5 +42,10 @@ def test_demo_runs_and_stops_everything(traversable_dir: Path):
     assert "pinterest_data 11,154 rows" in result.stdout
     # 40 posts = 40 records in each of the three topics, 120 in all.
     assert "│ total        │ 120" in result.stdout
+    # ... and the lake sink wrote each of them once.
+    for table in ("pin", "geo", "user"):
+        assert f"│ {table:<5} │ 1             │" in result.stdout
+    assert result.stdout.count("│ 40      │") == 3
+    assert "lake verify: every offset once" in result.stdout
     # The broker and PostgreSQL ran with the demo's working directory and data dir: none is left.
     assert processes_of(traversable_dir) == set()

@@ -25,6 +25,8 @@ services_app = typer.Typer(help="Embedded broker and PostgreSQL: up, down, statu
 source_app = typer.Typer(help="The emulated source tables: export, load into SQL.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(source_app, name="source")
+lake_app = typer.Typer(help="The data lake: list partitions, verify exactly-once.", no_args_is_help=True)
+app.add_typer(lake_app, name="lake")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -246,6 +248,56 @@ def api(
         raise typer.Exit(2) from error
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def sink(
+    ctx: typer.Context,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
+) -> None:
+    """Run the lake sink: Kafka topics to raw Parquet in the lake, exactly once, until Ctrl-C."""
+    from pinpipe.lake import SinkStopped, run_sink
+    from pinpipe.services.resolve import kafka_bootstrap
+
+    settings = _settings(ctx)
+    with kafka_bootstrap(settings) as bootstrap:
+        try:
+            stats = run_sink(settings, bootstrap, metrics_port=metrics_port)
+        except SinkStopped as error:
+            err_console.print(f"[red]sink stopped:[/] {error}")
+            raise typer.Exit(1) from error
+    console.print(f"sink wrote {stats.records:,} records in {stats.files:,} files")
+
+
+@lake_app.command("ls")
+def lake_ls(ctx: typer.Context) -> None:
+    """List the raw partitions of the lake with their files and record counts."""
+    from pinpipe.lake import lake_root, list_partitions
+
+    settings = _settings(ctx)
+    table = RichTable("table", "dt", "files", "records", "bytes", title=f"raw layer of {lake_root(settings)}")
+    for info in list_partitions(settings):
+        table.add_row(info.table, info.dt, f"{info.files:,}", f"{info.records:,}", f"{info.bytes:,}")
+    console.print(table)
+
+
+@lake_app.command("verify")
+def lake_verify(ctx: typer.Context) -> None:
+    """Check every topic-partition's offsets in the lake: contiguous, no duplicates, up to the commit."""
+    from pinpipe.lake import verify_lake
+    from pinpipe.services.resolve import kafka_bootstrap
+
+    settings = _settings(ctx)
+    with kafka_bootstrap(settings) as bootstrap:
+        report = verify_lake(settings, bootstrap)
+    table = RichTable("topic", "partition", "records", "offsets", "committed", "duplicates", "gaps", "problems")
+    for check in report.checks:
+        offsets = f"{check.first_offset}..{check.last_offset}" if check.records else "-"
+        table.add_row(check.topic, str(check.partition), f"{check.records:,}", offsets, str(check.committed),
+                      str(check.duplicates), str(check.gaps), "; ".join(check.problems) or "[green]ok[/]")
+    console.print(table)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

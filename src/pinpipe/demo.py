@@ -8,6 +8,7 @@ what happened and stops everything it started.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -84,9 +85,64 @@ def count_records(client_config: dict, topics: list[str], expected: int, timeout
         consumer.close()
 
 
+@contextmanager
+def running_sink(settings: Settings, bootstrap: str, timeout_s: float = 60.0) -> Iterator[dict]:
+    """The lake sink in a background thread; stopped (flushed and committed) on exit.
+
+    Yields a dict that receives ``stats`` (or ``error``) once the sink has stopped.
+    """
+    from pinpipe.lake import run_sink
+
+    stop = threading.Event()
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            outcome["stats"] = run_sink(settings, bootstrap, stop_event=stop)
+        except Exception as error:  # reported by the caller, after the thread ends
+            outcome["error"] = error
+
+    thread = threading.Thread(target=work, name="pinpipe-sink", daemon=True)
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        stop.set()
+        thread.join(timeout=timeout_s)
+        if thread.is_alive():
+            outcome["error"] = RuntimeError(f"the lake sink did not stop within {timeout_s:.0f} s")
+
+
+def _print_lake(settings: Settings, bootstrap: str, sink: dict, console: Console) -> bool:
+    """Show what the sink wrote and verify the lake; True when exactly-once holds."""
+    from pinpipe.lake import list_partitions, verify_lake
+
+    if "error" in sink:
+        console.print(f"[red]✗[/] lake sink: {sink['error']}")
+        return False
+    table = RichTable("table", "dt partitions", "files", "records", title="what the lake holds (raw layer)")
+    totals: dict[str, list[int]] = {}
+    for info in list_partitions(settings):
+        entry = totals.setdefault(info.table, [0, 0, 0])
+        entry[0] += 1
+        entry[1] += info.files
+        entry[2] += info.records
+    for name, (partitions, files, records) in sorted(totals.items()):
+        table.add_row(name, f"{partitions:,}", f"{files:,}", f"{records:,}")
+    console.print(table)
+    report = verify_lake(settings, bootstrap)
+    if not report.ok:
+        problems = [f"{c.topic}[{c.partition}]: {'; '.join(c.problems)}" for c in report.checks if c.problems]
+        console.print("[red]✗[/] lake verify: " + " | ".join(problems))
+        return False
+    console.print("[green]✓[/] lake verify: every offset once, contiguous, up to the committed offset")
+    return True
+
+
 def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -> int:
     """Run the demo; returns the exit code (0 when every acknowledged record is in Kafka)."""
     from pinpipe.ingest.server import with_bootstrap
+    from pinpipe.lake import lake_root
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
     from pinpipe.services.topics import ensure_topics
     from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables, read_tables
@@ -101,8 +157,15 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -
         console.print(f"[green]✓[/] broker at {bootstrap}; PostgreSQL ready")
         client_config = settings.broker.client_config(bootstrap)
         prefix = settings.broker.topic_prefix
+        topics = [topic_name(prefix, table) for table in Table]
         created = ensure_topics(client_config, all_topics(prefix), settings.broker.partitions)
         console.print(f"[green]✓[/] topics: " + ", ".join(f"{t} ({state})" for t, state in created.items()))
+
+        if settings.broker.bootstrap_servers is None and settings.lake.root is None:
+            # The embedded broker keeps nothing across restarts and its offsets start again at
+            # 0, so a raw layer written from an earlier broker would clash with this one's.
+            shutil.rmtree(lake_root(settings), ignore_errors=True)
+            console.print(f"[green]✓[/] empty lake at {lake_root(settings)} (the embedded broker starts empty)")
 
         generated = generate_tables(settings.source.seed, settings.source.rows)
         loaded = load_tables(generated, dsn)
@@ -115,28 +178,29 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -
         api_settings = with_bootstrap(settings, bootstrap).model_copy(
             update={"ingest": settings.ingest.model_copy(update={"port": 0})}
         )
-        with running_api(api_settings) as base_url:
-            console.print(f"[green]✓[/] ingest API at {base_url}")
+        with running_sink(settings, bootstrap) as sink, running_api(api_settings) as base_url:
+            console.print(f"[green]✓[/] ingest API at {base_url}; lake sink writing to {lake_root(settings)}")
             emulating = settings.model_copy(
                 update={"emulator": settings.emulator.model_copy(update={"base_url": base_url, "rate": rate})}
             )
             stats = run_with_progress(emulating, count=posts, duration_s=None, tables=tables, console=console)
-        print_summary(stats, console)
+            print_summary(stats, console)
+            held = count_records(client_config, topics, expected=stats.accepted)
 
-        topics = [topic_name(prefix, table) for table in Table]
-        held = count_records(client_config, topics, expected=stats.accepted)
         summary = RichTable("topic", "records in Kafka", title="what Kafka holds")
         for topic, count in held.items():
             summary.add_row(topic, f"{count:,}")
         summary.add_row("[bold]total[/]", f"[bold]{sum(held.values()):,}[/]")
         console.print(summary)
         lost = stats.accepted - sum(held.values())
-        console.print(f"demo finished in {time.monotonic() - began:.1f} s")
         if lost > 0 or stats.failed:
             console.print(f"[red]✗[/] {lost} acknowledged records missing, {stats.failed} failed")
             return 1
         console.print("[green]✓[/] every acknowledged record is in Kafka")
-        return 0
+        # Leaving the block above stopped the sink: it wrote what it buffered and committed.
+        lake_ok = _print_lake(settings, bootstrap, sink, console)
+        console.print(f"demo finished in {time.monotonic() - began:.1f} s")
+        return 0 if lake_ok else 1
     finally:
         with console.status("stopping what the demo started"):
             stack.close()
