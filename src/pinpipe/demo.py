@@ -49,11 +49,13 @@ def running_api(settings: Settings, timeout_s: float = 20.0) -> Iterator[str]:
         thread.join(timeout=timeout_s)
 
 
-def count_records(client_config: dict, topics: list[str], expected: int, timeout_s: float = 30.0) -> dict[str, int]:
-    """Records held by each topic, read from offset 0 until ``expected`` were seen or the deadline.
+def read_topics(client_config: dict, topics: list[str], expected: int, timeout_s: float = 30.0
+                ) -> tuple[dict[str, int], dict[tuple[str, int], int]]:
+    """Records held by each topic, and the end offset of each partition, read from offset 0.
 
     Reads rather than asking for end offsets, because the embedded broker answers ListOffsets
-    with a stale end offset (ARCHITECTURE.md).
+    with a stale end offset (ARCHITECTURE.md). Stops once ``expected`` records were seen and
+    every partition reported its end, or at the deadline.
     """
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -68,6 +70,7 @@ def count_records(client_config: dict, topics: list[str], expected: int, timeout
         ]
         consumer.assign(partitions)
         counts = dict.fromkeys(topics, 0)
+        ends = {(p.topic, p.partition): 0 for p in partitions}
         at_eof: set[tuple[str, int]] = set()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -75,12 +78,14 @@ def count_records(client_config: dict, topics: list[str], expected: int, timeout
             if sum(counts.values()) >= expected and len(at_eof) == len(partitions):
                 break
             for message in consumer.consume(1000, timeout=0.5):
+                key = (message.topic(), message.partition())
                 if message.error() is None:
                     counts[message.topic()] += 1
-                    at_eof.discard((message.topic(), message.partition()))
+                    ends[key] = message.offset() + 1
+                    at_eof.discard(key)
                 elif message.error().code() == KafkaError._PARTITION_EOF:
-                    at_eof.add((message.topic(), message.partition()))
-        return counts
+                    at_eof.add(key)
+        return counts, ends
     finally:
         consumer.close()
 
@@ -89,16 +94,16 @@ def count_records(client_config: dict, topics: list[str], expected: int, timeout
 def running_sink(settings: Settings, bootstrap: str, timeout_s: float = 60.0) -> Iterator[dict]:
     """The lake sink in a background thread; stopped (flushed and committed) on exit.
 
-    Yields a dict that receives ``stats`` (or ``error``) once the sink has stopped.
+    Yields a dict holding the ``sink``; it receives ``stats`` (or ``error``) once stopped.
     """
-    from pinpipe.lake import run_sink
+    from pinpipe.lake import LakeSink
 
     stop = threading.Event()
-    outcome: dict = {}
+    outcome: dict = {"sink": LakeSink(settings, bootstrap, stop)}
 
     def work() -> None:
         try:
-            outcome["stats"] = run_sink(settings, bootstrap, stop_event=stop)
+            outcome["stats"] = outcome["sink"].run()
         except Exception as error:  # reported by the caller, after the thread ends
             outcome["error"] = error
 
@@ -113,8 +118,19 @@ def running_sink(settings: Settings, bootstrap: str, timeout_s: float = 60.0) ->
             outcome["error"] = RuntimeError(f"the lake sink did not stop within {timeout_s:.0f} s")
 
 
-def _print_lake(settings: Settings, bootstrap: str, sink: dict, console: Console) -> bool:
-    """Show what the sink wrote and verify the lake; True when exactly-once holds."""
+def wait_for_sink(outcome: dict, ends: dict[tuple[str, int], int], timeout_s: float = 60.0) -> bool:
+    """Wait until the sink has taken every record up to ``ends``; False at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and "error" not in outcome:
+        positions = outcome["sink"].positions()
+        if all(positions.get(key, 0) >= end for key, end in ends.items() if end):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _print_lake(settings: Settings, bootstrap: str, sink: dict, held: dict[str, int], console: Console) -> bool:
+    """Show what the sink wrote and verify the lake; True when it holds what Kafka holds, once."""
     from pinpipe.lake import list_partitions, verify_lake
 
     if "error" in sink:
@@ -130,6 +146,12 @@ def _print_lake(settings: Settings, bootstrap: str, sink: dict, console: Console
     for name, (partitions, files, records) in sorted(totals.items()):
         table.add_row(name, f"{partitions:,}", f"{files:,}", f"{records:,}")
     console.print(table)
+    prefix = settings.broker.topic_prefix
+    missing = {name: held[topic_name(prefix, name)] - totals.get(name, [0, 0, 0])[2]
+               for name in (table.value for table in Table)}
+    if any(missing.values()):
+        console.print(f"[red]✗[/] the lake lacks records that Kafka holds: {missing}")
+        return False
     report = verify_lake(settings, bootstrap)
     if not report.ok:
         problems = [f"{c.topic}[{c.partition}]: {'; '.join(c.problems)}" for c in report.checks if c.problems]
@@ -185,7 +207,10 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -
             )
             stats = run_with_progress(emulating, count=posts, duration_s=None, tables=tables, console=console)
             print_summary(stats, console)
-            held = count_records(client_config, topics, expected=stats.accepted)
+            held, ends = read_topics(client_config, topics, expected=stats.accepted)
+            with console.status("waiting for the lake sink to take every record"):
+                if not wait_for_sink(sink, ends):
+                    sink.setdefault("error", RuntimeError("the lake sink did not catch up within 60 s"))
 
         summary = RichTable("topic", "records in Kafka", title="what Kafka holds")
         for topic, count in held.items():
@@ -198,7 +223,7 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -
             return 1
         console.print("[green]✓[/] every acknowledged record is in Kafka")
         # Leaving the block above stopped the sink: it wrote what it buffered and committed.
-        lake_ok = _print_lake(settings, bootstrap, sink, console)
+        lake_ok = _print_lake(settings, bootstrap, sink, held, console)
         console.print(f"demo finished in {time.monotonic() - began:.1f} s")
         return 0 if lake_ok else 1
     finally:

@@ -126,6 +126,10 @@ class LakeSink:
         self._failure: BaseException | None = None
         self._consumer = None
 
+    def positions(self) -> dict[TopicPartitionKey, int]:
+        """Next offset the sink will take, per assigned topic-partition (safe from any thread)."""
+        return dict(self._next)  # one C-level copy under the GIL
+
     # --- consumer ---------------------------------------------------------------------------
 
     def consumer_config(self) -> dict:
