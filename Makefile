@@ -1,31 +1,43 @@
 # The two commands README.md names first: `make demo` and `make test`.
-# Both create .venv and install pinpipe into it; the environment is reused as long as
+# Both create .venv and install pinpipe into it; the environments are reused as long as
 # pyproject.toml (the dependency list) has not changed.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Airflow lives in its own venv: it pins an older FastAPI than the ingest API uses.
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test setup check clean
+.PHONY: demo test setup check system-packages clean
 
 demo: $(STAMP)
 	$(BIN)/pinpipe demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(AIRFLOW_STAMP) system-packages
+	PINPIPE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)
 
 check:
 	@PYTHON=$(PYTHON) sh scripts/check-prerequisites.sh
 
+system-packages:
+	@sh scripts/install-system-packages.sh
+
 $(STAMP): pyproject.toml scripts/check-prerequisites.sh
 	@PYTHON=$(PYTHON) sh scripts/check-prerequisites.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[spark,sql,test]'
 	@touch $(STAMP)
 
+$(AIRFLOW_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet -e '.[airflow,spark]'
+	@touch $(AIRFLOW_STAMP)
+
 clean:
-	rm -rf $(VENV) data build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) data build *.egg-info src/*.egg-info

@@ -1,0 +1,45 @@
+"""The Spark session of the batch (and speed) layer, built from settings."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from pinpipe.config import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
+    """Get or create the Spark session: master from ``settings.batch``, UTC, quiet logs.
+
+    Workers run this interpreter (``PYSPARK_PYTHON``), so they see the same packages. With a
+    cluster master (``spark://...``, ``yarn``) ship pinpipe as a wheel (``--py-files``).
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("the batch layer needs pyspark: pip install 'pinpipe[spark]'") from exc
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    batch = settings.batch
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(batch.shuffle_partitions),
+        "spark.driver.memory": batch.driver_memory,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.parquet.compression.codec": "zstd",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR",
+        **batch.spark_conf,
+    }
+    builder = SparkSession.builder.master(batch.spark_master).appName(app_name)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
