@@ -85,6 +85,24 @@ def test_parse_raw_splits_good_records_from_quarantine(spark):
     )
 
 
+def test_parse_raw_reads_the_sinks_value_bytes_column(spark):
+    """The lake sink keeps a non-UTF-8 value only in ``value_bytes`` (``value`` null)."""
+    raw = spark.createDataFrame(
+        [
+            ('{"ind": 1, "first_name": "Ann"}', None, T0, 0, 0),
+            (None, bytearray(b"\xff\xfe"), T0, 0, 1),
+            (None, None, T0, 0, 2),
+        ],
+        "value string, value_bytes binary, timestamp timestamp, partition int, offset long",
+    )
+    parsed, quarantine = parse_raw(raw, Table.USER)
+    assert [(row.ind, row.first_name) for row in parsed.collect()] == [(1, "Ann")]
+    assert sorted((row.kafka_offset, row.reason) for row in quarantine.collect()) == [
+        (1, "value is not UTF-8"),
+        (2, "null value"),
+    ]
+
+
 def test_parse_raw_reads_a_number_sent_as_follower_count_as_text(spark):
     raw = spark.createDataFrame(
         [('{"index": 3, "unique_id": "u3", "follower_count": 437}', T0, 0, 0)], RAW

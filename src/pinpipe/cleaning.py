@@ -79,6 +79,7 @@ def parse_raw(raw: DataFrame, table: Table) -> tuple[DataFrame, DataFrame]:
         F.col("partition").cast("int").alias(KAFKA_PARTITION),
         F.col("offset").cast("long").alias(KAFKA_OFFSET),
         *(F.col(LAKE_PARTITION).cast("string"),) if LAKE_PARTITION in raw.columns else (),
+        *(F.col("value_bytes"),) if "value_bytes" in raw.columns else (),
     )
     required = dict.fromkeys((table.natural_key, table.row_field))
     reason = F.when(F.col("value").isNull(), F.lit("null value"))

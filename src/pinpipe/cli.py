@@ -301,6 +301,64 @@ def lake_verify(ctx: typer.Context) -> None:
 
 
 @app.command()
+def batch(
+    ctx: typer.Context,
+    date: Annotated[Optional[str], typer.Option("--date", help="One day, YYYY-MM-DD.")] = None,
+    first: Annotated[Optional[str], typer.Option("--from", help="First day of a range, YYYY-MM-DD.")] = None,
+    last: Annotated[Optional[str], typer.Option("--to", help="Last day of a range (inclusive).")] = None,
+    all_dates: Annotated[bool, typer.Option("--all", help="Every raw partition in the lake.")] = False,
+    publish: Annotated[bool, typer.Option(help="Write the answers to PostgreSQL.")] = True,
+) -> None:
+    """Clean the raw lake partitions with Spark, answer the nine questions, check quality, publish."""
+    from datetime import date as Date
+
+    from pinpipe.batch import QualityError, date_range, run_batch
+    from pinpipe.batch.job import read_answers
+    from pinpipe.batch.show import print_answers, print_counts
+
+    chosen = sum(bool(x) for x in (date, first or last, all_dates))
+    if chosen != 1 or bool(first) != bool(last):
+        err_console.print("[red]error:[/] give exactly one of --date D, --from D --to D, or --all")
+        raise typer.Exit(2)
+    try:
+        dates = (
+            None if all_dates
+            else [Date.fromisoformat(date)] if date
+            else date_range(Date.fromisoformat(first), Date.fromisoformat(last))
+        )
+    except ValueError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
+    settings = _settings(ctx)
+    try:
+        result = run_batch(settings, dates=dates, all_dates=all_dates, publish=publish)
+    except QualityError as error:
+        err_console.print(f"[red]data-quality checks failed:[/] {error}")
+        raise typer.Exit(1) from error
+    print_counts(result, console)
+    print_answers(read_answers(settings), console)
+
+
+@app.command()
+def sql(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help='e.g. "SELECT category, count(*) FROM pin GROUP BY 1"')],
+) -> None:
+    """Run SQL over the lake's clean tables and answers (DuckDB): views pin, geo, "user", posts, answers."""
+    from pinpipe.lakesql import run_sql
+
+    try:
+        result = run_sql(_settings(ctx), query)
+    except Exception as error:  # DuckDB's own message says what is wrong with the query
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from error
+    table = RichTable(*result.columns)
+    for row in result.rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    console.print(table)
+
+
+@app.command()
 def demo(
     ctx: typer.Context,
     posts: Annotated[int, typer.Option(help="Posts to emulate (each is a pin, geo and user record).")] = 3000,

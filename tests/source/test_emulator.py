@@ -103,3 +103,19 @@ def test_retry_delay_prefers_retry_after():
 def test_plan_needs_a_bound():
     with pytest.raises(ValueError, match="count or a duration"):
         EmulatorPlan(base_url="http://127.0.0.1:1")
+
+
+def test_row_draws_are_independent_of_the_generator_with_the_same_seed():
+    """The emulator and the generator share a seed; the posted rows must still be a fair sample.
+
+    DATA_SPEC: 895 story-format descriptions in 11,154 rows (8 %). A draw correlated with the
+    generator's own choices once posted story rows half of the time.
+    """
+    from pinpipe.source.generator import generate_tables
+
+    tables = generate_tables(42, 11_154)
+    emulator = Emulator(tables, EmulatorPlan(base_url="http://127.0.0.1:1", count=2000, seed=42))
+    posts = [post for slot in range(2000) for post in [emulator._next_requests(slot)]]
+    pins = [json.loads(requests[0].body)["records"][0]["value"] for requests in posts]
+    story = sum(pin["description"] == "No description available Story format" for pin in pins)
+    assert 100 <= story <= 230  # 8 % of 2,000 is 160

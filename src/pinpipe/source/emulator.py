@@ -120,8 +120,10 @@ class Emulator:
         self.plan = plan
         self.stats = EmulatorStats()
         self._on_progress = on_progress
-        self._rows = random.Random(plan.seed)
-        self._jitter = random.Random(plan.seed + 1)
+        # Seeded apart from the table generator, which uses the same seed: drawing rows from an
+        # identical Random(seed) would replay the generator's own choices (its placeholder rows).
+        self._rows = random.Random(f"pinpipe-emulator-rows:{plan.seed}")
+        self._jitter = random.Random(f"pinpipe-emulator-jitter:{plan.seed}")
 
     def run(self) -> EmulatorStats:
         """Run the emulation to its end and return the counts."""
