@@ -1,4 +1,4 @@
-"""`pinpipe demo` end to end in a fresh data dir: exit 0, every record in Kafka and the lake, nothing left running."""
+"""`pinpipe demo` end to end in a fresh data dir: every record in Kafka and the lake, answers, nothing left running."""
 
 from __future__ import annotations
 
@@ -47,5 +47,9 @@ def test_demo_runs_and_stops_everything(traversable_dir: Path):
     for table in ("pin", "geo", "user"):  # table | dt partitions | files | records
         assert re.search(rf"│ {table}\s+│ 1\s+│ \d+\s+│ 40\s+│", result.stdout), table
     assert "lake verify: every offset once" in result.stdout
+    # ... and the batch job cleaned them and published the answers.
+    assert "data-quality checks: passed" in result.stdout
+    assert re.search(r"│ pin\s+│ 40\s+│ 0\s+│ \d+\s+│ \d+\s+│", result.stdout)  # raw, quarantined, ...
+    assert "answers written to the lake and to PostgreSQL" in result.stdout
     # The broker and PostgreSQL ran with the demo's working directory and data dir: none is left.
     assert processes_of(traversable_dir) == set()

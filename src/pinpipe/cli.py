@@ -363,11 +363,12 @@ def demo(
     ctx: typer.Context,
     posts: Annotated[int, typer.Option(help="Posts to emulate (each is a pin, geo and user record).")] = 3000,
     rate: Annotated[float, typer.Option(help="Posts per second.")] = 500.0,
+    batch: Annotated[bool, typer.Option(help="Run the batch job (Spark) at the end.")] = True,
 ) -> None:
-    """Run the pipeline on embedded defaults: services, source tables, emulated posts, summary."""
+    """Run the pipeline on embedded defaults: services, source, API, lake, batch, summary."""
     from pinpipe.demo import run_demo
 
-    raise typer.Exit(run_demo(_settings(ctx), posts=posts, rate=rate, console=console))
+    raise typer.Exit(run_demo(_settings(ctx), posts=posts, rate=rate, console=console, batch=batch))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -161,8 +161,27 @@ def _print_lake(settings: Settings, bootstrap: str, sink: dict, held: dict[str, 
     return True
 
 
-def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -> int:
-    """Run the demo; returns the exit code (0 when every acknowledged record is in Kafka)."""
+def _run_batch(settings: Settings, console: Console) -> bool:
+    """The batch job over the whole lake: clean tables, the nine answers, quality, PostgreSQL."""
+    from pinpipe.batch import QualityError, run_batch
+    from pinpipe.batch.job import read_answers
+    from pinpipe.batch.show import print_answers, print_counts
+
+    with console.status("batch job: Spark cleans the lake and answers the questions"):
+        try:
+            result = run_batch(settings, all_dates=True)
+        except QualityError as error:
+            console.print(f"[red]✗[/] {error}")
+            return False
+    print_counts(result, console)
+    print_answers(read_answers(settings), console, max_rows=5)
+    published = sum(result.published.values())
+    console.print(f"[green]✓[/] answers written to the lake and to PostgreSQL ({published:,} rows)")
+    return True
+
+
+def run_demo(settings: Settings, *, posts: int, rate: float, console: Console, batch: bool = True) -> int:
+    """Run the demo; returns the exit code (0 when every record is where it should be)."""
     from pinpipe.ingest.server import with_bootstrap
     from pinpipe.lake import lake_root
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
@@ -223,9 +242,12 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console) -
             return 1
         console.print("[green]✓[/] every acknowledged record is in Kafka")
         # Leaving the block above stopped the sink: it wrote what it buffered and committed.
-        lake_ok = _print_lake(settings, bootstrap, sink, held, console)
+        if not _print_lake(settings, bootstrap, sink, held, console):
+            return 1
+        if batch and not _run_batch(settings, console):
+            return 1
         console.print(f"demo finished in {time.monotonic() - began:.1f} s")
-        return 0 if lake_ok else 1
+        return 0
     finally:
         with console.status("stopping what the demo started"):
             stack.close()
