@@ -37,12 +37,17 @@ def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
         "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR",
         **batch.spark_conf,
     }
-    if batch.spark_master.startswith("local"):
+    # Under spark-submit (or a Databricks job) the launcher owns the master: the JVM is up
+    # before Python starts and hands over its gateway port.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if batch.spark_master.startswith("local") and not submitted:
         # One machine: the driver listens on loopback only (and Spark stops warning that the
         # hostname resolves to a loopback address).
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         conf = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", **conf}
-    builder = SparkSession.builder.master(batch.spark_master).appName(app_name)
+    builder = SparkSession.builder.appName(app_name)
+    if not submitted:
+        builder = builder.master(batch.spark_master)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
