@@ -1,4 +1,4 @@
-"""Session-wide fixtures shared by every test package: one embedded broker, one PostgreSQL.
+"""Session-wide fixtures shared by every test package: one broker, one PostgreSQL, one Spark.
 
 Both start lazily (only when a test asks for them) and are stopped at the end of the run.
 """
@@ -63,3 +63,15 @@ def pg_dsn() -> Iterator[str]:
             yield server.dsn
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """One local Spark session (local[2], UTC, quiet) for the whole run, batch and speed alike."""
+    from pinpipe.batch.spark import get_spark
+    from pinpipe.config import Settings
+
+    settings = Settings(batch={"spark_master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"})
+    session = get_spark(settings, app_name="pinpipe-tests")
+    yield session
+    session.stop()

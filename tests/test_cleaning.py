@@ -19,13 +19,10 @@ from pinpipe.cleaning import (
     utc_timestamp,
 )
 from pinpipe.events import Table, spark_schema
-from tests.batch import conftest as batch_fixtures
 from tests.batch.rawfiles import write_raw
 
 pytestmark = pytest.mark.integration
 
-# The session fixture lives in tests/batch/conftest.py until it moves to tests/conftest.py.
-spark = batch_fixtures.spark
 
 RAW = "value string, timestamp timestamp, partition int, offset long"
 T0 = datetime(2024, 3, 1, 12, 0, 0)

@@ -135,8 +135,8 @@ def services_status(ctx: typer.Context) -> None:
 
 # --- source -----------------------------------------------------------------------------------
 
-SeedOption = Annotated[Optional[int], typer.Option(help="Generator seed [settings: source.seed].")]
-RowsOption = Annotated[Optional[int], typer.Option(help="Rows per table [settings: source.rows].")]
+SeedOption = Annotated[Optional[int], typer.Option(help="Generator seed (settings: source.seed).")]
+RowsOption = Annotated[Optional[int], typer.Option(help="Rows per table (settings: source.rows).")]
 
 
 @source_app.command("export")
@@ -162,7 +162,7 @@ def source_load(
     ctx: typer.Context,
     dsn: Annotated[
         Optional[str],
-        typer.Option(help="Target database [settings: source.dsn]; default: the embedded PostgreSQL."),
+        typer.Option(help="Target database (settings: source.dsn); default: the embedded PostgreSQL."),
     ] = None,
     seed: SeedOption = None,
     rows: RowsOption = None,
@@ -190,7 +190,7 @@ def source_load(
 @app.command()
 def emulate(
     ctx: typer.Context,
-    base_url: Annotated[Optional[str], typer.Option(help="Ingest API [settings: emulator.base_url].")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Ingest API (settings: emulator.base_url).")] = None,
     wire_format: Annotated[Optional[WireFormatOption], typer.Option("--format", help="Wire format.")] = None,
     rate: Annotated[Optional[float], typer.Option(help="Posts per second.")] = None,
     count: Annotated[Optional[int], typer.Option(help="Stop after this many posts.")] = None,
@@ -227,9 +227,9 @@ def emulate(
 @app.command()
 def api(
     ctx: typer.Context,
-    host: Annotated[Optional[str], typer.Option(help="Bind address [settings: ingest.host].")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port [settings: ingest.port].")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes [settings: ingest.workers].")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address (settings: ingest.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (settings: ingest.port).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (settings: ingest.workers).")] = None,
     insecure: Annotated[
         Optional[bool], typer.Option("--insecure", help="Allow a non-loopback address without API keys.")
     ] = None,
@@ -267,6 +267,26 @@ def sink(
             err_console.print(f"[red]sink stopped:[/] {error}")
             raise typer.Exit(1) from error
     console.print(f"sink wrote {stats.records:,} records in {stats.files:,} files")
+
+
+@app.command()
+def stream(
+    ctx: typer.Context,
+    trigger_s: Annotated[Optional[float], typer.Option(help="Micro-batch interval (settings: speed.trigger_s).")] = None,
+) -> None:
+    """Run the stream job: Kafka -> Spark Structured Streaming -> PostgreSQL upserts, until Ctrl-C."""
+    import signal
+    import threading
+
+    from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
+    from pinpipe.speed import run_stream
+
+    settings = _settings(ctx, speed__trigger_s=trigger_s)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())  # finish the running micro-batch, then stop
+    with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
+        run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop)
 
 
 @lake_app.command("ls")
@@ -356,6 +376,87 @@ def sql(
     for row in result.rows:
         table.add_row(*("" if value is None else str(value) for value in row))
     console.print(table)
+
+
+# --- the platform: up, status, down, dashboard ---------------------------------------------------
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    emulate: Annotated[
+        Optional[float], typer.Option(help="Also run the emulator at this many posts per second.")
+    ] = None,
+    batch_every: Annotated[
+        Optional[str], typer.Option(help="Run the batch job this often (90s, 10m, 1h); default: leave it to Airflow.")
+    ] = None,
+    stream: Annotated[bool, typer.Option(help="Run the stream job (speed layer, Spark).")] = True,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; `pinpipe down` stops it.")] = False,
+    api_port: Annotated[Optional[int], typer.Option(help="Ingest API port (0: a free one) (settings: ingest.port).")] = None,
+    dashboard_port: Annotated[
+        Optional[int], typer.Option(help="Dashboard port (0: a free one) (settings: up.dashboard.port).")
+    ] = None,
+    lake_metrics_port: Annotated[Optional[int], typer.Option(help="Lake sink /metrics port (0: free).")] = None,
+    stream_metrics_port: Annotated[Optional[int], typer.Option(help="Stream job /metrics port (0: free).")] = None,
+) -> None:
+    """Start the whole platform, health-checked and supervised; Ctrl-C stops it cleanly."""
+    import sys
+
+    from pinpipe.up import UpOptions, detach as run_detached, parse_duration, run_up
+
+    up_overrides: dict[str, Any] = {}
+    if lake_metrics_port is not None:
+        up_overrides["lake_metrics_port"] = lake_metrics_port
+    if stream_metrics_port is not None:
+        up_overrides["stream_metrics_port"] = stream_metrics_port
+    if dashboard_port is not None:
+        up_overrides["dashboard"] = {"port": dashboard_port}
+    settings = _settings(ctx, ingest__port=api_port, up=up_overrides or None)
+    try:
+        every = parse_duration(batch_every) if batch_every else None
+    except ValueError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
+    if detach:
+        argv = [arg for arg in sys.argv[1:] if arg != "--detach"]
+        raise typer.Exit(run_detached(argv, settings, console))
+    options = UpOptions(emulate_rate=emulate, batch_every_s=every, stream=stream)
+    raise typer.Exit(run_up(settings, options, console))
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Health, consumer lag and throughput of each component of a running `pinpipe up`."""
+    from pinpipe.up import print_status
+
+    raise typer.Exit(print_status(_settings(ctx), console))
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop a `pinpipe up` running in the background (it stops its components in reverse order)."""
+    from pinpipe.up import down as stop
+
+    raise typer.Exit(stop(_settings(ctx), console))
+
+
+@app.command()
+def dashboard(
+    ctx: typer.Context,
+    host: Annotated[Optional[str], typer.Option(help="Bind address (settings: up.dashboard.host).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (settings: up.dashboard.port).")] = None,
+) -> None:
+    """Serve the dashboard (read-only): live ingest, lag, stream, real-time metrics, answers, quality."""
+    from pinpipe.serve.dashboard import serve_dashboard
+    from pinpipe.services.resolve import postgres_dsn
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = _settings(ctx, up={"dashboard": overrides} if overrides else None)
+    with postgres_dsn(settings) as dsn:
+        try:
+            serve_dashboard(settings, dsn)
+        except KeyboardInterrupt:
+            pass
 
 
 @app.command()

@@ -56,5 +56,8 @@ def write_answers(dsn: str, answers: dict[str, pa.Table]) -> dict[str, int]:
 
 def publish_answers(settings: Settings, answers: dict[str, pa.Table]) -> dict[str, int]:
     """:func:`write_answers` to the PostgreSQL of ``settings`` (embedded or configured)."""
+    from pinpipe.serve.schema import apply_migrations
+
     with postgres_dsn(settings) as dsn:
+        apply_migrations(dsn)  # the answer tables are part of the one versioned schema
         return write_answers(dsn, answers)

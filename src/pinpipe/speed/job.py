@@ -1,0 +1,233 @@
+"""The stream job (``pinpipe stream``): Kafka -> the shared cleaning -> PostgreSQL, exactly once.
+
+One Structured Streaming query reads the three table topics. Each micro-batch is turned into
+one DataFrame holding every output (clean rows of the three tables, unparseable records,
+partial metric counts; :func:`batch_outputs`), collected once as Arrow and written by
+:class:`~pinpipe.speed.writer.PostgresWriter` in one transaction that also records the batch
+id. The Kafka offsets live in the Spark checkpoint; a crash replays the last batch with the
+same offsets and id, which the writer recognises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from functools import reduce
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pinpipe.config import Settings
+from pinpipe.events import Table, topic_name
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+
+OUTPUT = "_output"
+DEAD_LETTER = "dead_letter"
+QUERY_NAME = "pinpipe_speed"
+
+
+def table_topics(settings: Settings) -> dict[Table, str]:
+    """The topic of each table: ``<prefix>.pin|.geo|.user``."""
+    return {table: topic_name(settings.broker.topic_prefix, table) for table in Table}
+
+
+def checkpoint_location(settings: Settings, checkpoint_dir: str | Path | None = None) -> str:
+    return str(checkpoint_dir or settings.speed.checkpoint_dir or settings.data_dir / "checkpoints" / "speed")
+
+
+def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str) -> DataFrame:
+    """The streaming DataFrame of the three topics, from the configured source format.
+
+    ``pinpipe-kafka`` (built in) or Spark's ``kafka`` connector; both give ``key``, ``value``
+    (text), ``topic``, ``partition``, ``offset``, ``timestamp``.
+    """
+    from pyspark.sql import functions as F
+
+    from pinpipe.speed.source import FORMAT, register
+
+    speed = settings.speed
+    options = {
+        **{f"kafka.{k}": v for k, v in settings.broker.client_config(bootstrap).items()},
+        "subscribe": ",".join(table_topics(settings).values()),
+        "startingOffsets": speed.starting_offsets,
+    }
+    if speed.max_offsets_per_trigger:
+        options["maxOffsetsPerTrigger"] = str(speed.max_offsets_per_trigger)
+    if speed.source_format == FORMAT:
+        register(spark)
+        return spark.readStream.format(FORMAT).options(**options).load()
+    native = spark.readStream.format(speed.source_format).options(**options).load()
+    return native.select(
+        F.col("key").cast("string").alias("key"),
+        F.col("value").cast("string").alias("value"),
+        F.lit(None).cast("binary").alias("value_bytes"),
+        "topic",
+        "partition",
+        "offset",
+        "timestamp",
+        "timestampType",
+    )
+
+
+def batch_outputs(raw: DataFrame, topics: dict[Table, str], settings: Settings) -> DataFrame:
+    """Every output of one micro-batch as one DataFrame, rows tagged by ``_output``.
+
+    ``pin`` / ``geo`` / ``user``: clean rows (:mod:`pinpipe.cleaning`) with arrival columns;
+    ``dead_letter``: records that could not be parsed, with the reason; and one tag per metric
+    table (:mod:`pinpipe.speed.metrics`). One DataFrame means one Spark job per micro-batch.
+    """
+    from pyspark.sql import functions as F
+
+    from pinpipe.cleaning import BROKER_TIMESTAMP, CLEANERS, KAFKA_OFFSET, KAFKA_PARTITION, parse_raw
+    from pinpipe.speed import metrics
+
+    speed = settings.speed
+    parts = []
+    for table, topic in topics.items():
+        rows = raw.where(F.col("topic") == topic)
+        # Values that are not UTF-8 arrive as bytes only; they cannot be JSON of the table.
+        not_text = rows.where(F.col("value_bytes").isNotNull()).select(
+            F.lit(None).cast("string").alias("value"),
+            F.lit("value is not UTF-8").alias("reason"),
+            F.col("timestamp").alias(BROKER_TIMESTAMP),
+            F.col("partition").alias(KAFKA_PARTITION),
+            F.col("offset").alias(KAFKA_OFFSET),
+        )
+        parts.append(not_text.withColumn("topic", F.lit(topic)).withColumn(OUTPUT, F.lit(DEAD_LETTER)))
+        good, bad = parse_raw(rows.where(F.col("value_bytes").isNull()).drop("value_bytes"), table)
+        clean = CLEANERS[table](good)
+        parts.append(clean.withColumn(OUTPUT, F.lit(table.value)))
+        parts.append(bad.withColumn("topic", F.lit(topic)).withColumn(OUTPUT, F.lit(DEAD_LETTER)))
+        if table is Table.PIN:
+            parts.append(metrics.category_per_minute(clean).withColumn(OUTPUT, F.lit("category_per_minute")))
+            activity = metrics.poster_activity(clean, speed.poster_window_s, speed.poster_slide_s)
+            parts.append(activity.withColumn(OUTPUT, F.lit("poster_activity")))
+        elif table is Table.GEO:
+            parts.append(metrics.country_per_minute(clean).withColumn(OUTPUT, F.lit("country_per_minute")))
+    return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
+
+
+def split_outputs(collected: Any) -> dict[str, Any]:
+    """The Arrow table of :func:`batch_outputs` split by ``_output`` (tag -> Arrow table)."""
+    import pyarrow.compute as pc
+
+    outputs = {}
+    for tag in pc.unique(collected[OUTPUT]).to_pylist():
+        outputs[tag] = collected.filter(pc.equal(collected[OUTPUT], tag))
+    return outputs
+
+
+class MicroBatchHandler:
+    """The ``foreachBatch`` function: collect the outputs once, write them in one transaction."""
+
+    def __init__(self, settings: Settings, dsn: str, checkpoint: str) -> None:
+        from pinpipe.speed.writer import PostgresWriter
+
+        self.settings = settings
+        self.topics = table_topics(settings)
+        self.checkpoint = checkpoint
+        self.writer = PostgresWriter(dsn, lateness_s=settings.speed.lateness_s)
+        self._query_id: str | None = None
+
+    def query_id(self) -> str:
+        """The query's id, kept in the checkpoint: the same across restarts, new for a new one."""
+        if self._query_id is None:
+            metadata = Path(self.checkpoint.removeprefix("file:")) / "metadata"
+            self._query_id = json.loads(metadata.read_text())["id"]
+        return self._query_id
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        began = time.monotonic()
+        raw = batch.persist()
+        try:
+            collected = batch_outputs(raw, self.topics, self.settings).toArrow()
+        finally:
+            raw.unpersist()
+        spark_s = time.monotonic() - began
+        outputs = split_outputs(collected)
+        empty = collected.slice(0, 0)
+        clean = {table: outputs.get(table.value, empty) for table in Table}
+        metrics = {name: table for name, table in outputs.items() if name.endswith(("_minute", "_activity"))}
+        outcome = self.writer.write(
+            self.query_id(), batch_id, clean, outputs.get(DEAD_LETTER), metrics, self.topics
+        )
+        log.info(
+            "batch %d (spark %.2f s, postgres %.2f s): %s%s, %d dead letters, %d late metric rows dropped",
+            batch_id,
+            spark_s,
+            time.monotonic() - began - spark_s,
+            "replayed (already written)" if outcome.replayed else "upserted ",
+            "" if outcome.replayed else ", ".join(f"{k} {v}" for k, v in outcome.upserted.items()),
+            outcome.dead_letters,
+            outcome.late_dropped,
+        )
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def start_stream(
+    spark: SparkSession,
+    settings: Settings,
+    bootstrap: str,
+    dsn: str,
+    *,
+    trigger_s: float | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> tuple[StreamingQuery, MicroBatchHandler]:
+    """Migrate the schema and start the query; the caller stops the query and closes the handler."""
+    from pinpipe.serve.schema import apply_migrations
+
+    apply_migrations(dsn)
+    checkpoint = checkpoint_location(settings, checkpoint_dir)
+    handler = MicroBatchHandler(settings, dsn, checkpoint)
+    interval = settings.speed.trigger_s if trigger_s is None else trigger_s
+    query = (
+        read_kafka(spark, settings, bootstrap)
+        .writeStream.queryName(QUERY_NAME)
+        .foreachBatch(handler)
+        .option("checkpointLocation", checkpoint)
+        .trigger(processingTime=f"{interval} seconds")
+        .start()
+    )
+    return query, handler
+
+
+def run_stream(
+    settings: Settings,
+    bootstrap: str,
+    dsn: str,
+    *,
+    trigger_s: float = 1.0,
+    stop_event: threading.Event | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> None:
+    """Run the stream job until ``stop_event`` is set (or forever); raise if the query fails.
+
+    ``bootstrap`` and ``dsn`` come from :func:`pinpipe.services.resolve.kafka_bootstrap` and
+    :func:`~pinpipe.services.resolve.postgres_dsn`. Stopping between batches is clean; a kill
+    at any moment is safe too (the next run replays the unfinished batch exactly once).
+    """
+    from pinpipe.batch.spark import get_spark
+
+    spark = get_spark(settings, app_name="pinpipe-stream")
+    query, handler = start_stream(
+        spark, settings, bootstrap, dsn, trigger_s=trigger_s, checkpoint_dir=checkpoint_dir
+    )
+    try:
+        while not (stop_event is not None and stop_event.is_set()):
+            if query.awaitTermination(0.5):
+                break
+        error = query.exception()
+        if error is not None:
+            raise error
+    finally:
+        if query.isActive:
+            query.stop()
+        handler.close()

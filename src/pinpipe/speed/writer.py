@@ -1,0 +1,293 @@
+"""Write one micro-batch to PostgreSQL in one transaction, exactly once.
+
+For each micro-batch the stream job hands over Arrow tables (clean rows with their arrival
+columns, dead letters, partial metric counts) and :meth:`PostgresWriter.write` then, inside a
+single transaction:
+
+1. records ``(query_id, batch_id)`` in ``pinpipe.stream_batch``; if the row is already there
+   the batch was committed before a crash and is a replay: nothing else is written;
+2. COPYs each clean table into a temporary staging table and upserts it into ``pin``, ``geo``,
+   ``"user"`` by natural key, keeping the last arrival (broker timestamp, then offset, then
+   partition, within the batch and against the stored row: DATA_SPEC.md section 3);
+3. inserts dead letters (a record met twice keeps its first reason);
+4. adds the metric counts to their windows, except windows that ended at or before the
+   stream's watermark (the latest broker time seen in earlier batches minus the allowed
+   lateness), then advances the watermark.
+
+Either all of it is visible or none of it is; a crash anywhere replays the batch, which
+step 1 turns into a no-op once it has committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pinpipe.events import Table
+
+ARRIVAL = ("broker_timestamp", "kafka_partition", "kafka_offset")
+
+CLEAN_TABLES: dict[Table, tuple[str, tuple[str, ...]]] = {
+    Table.PIN: (
+        "unique_id",
+        (
+            "ind", "unique_id", "title", "description", "follower_count", "poster_name",
+            "tag_list", "is_image_or_video", "image_src", "save_location", "category", "downloaded",
+        ),
+    ),
+    Table.GEO: ("ind", ("ind", "country", "coordinates", "timestamp")),
+    Table.USER: ("ind", ("ind", "user_name", "age", "date_joined")),
+}
+"""Per table: its natural key and the clean columns stored (arrival columns follow)."""
+
+DEAD_LETTER_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "broker_timestamp", "value", "reason")
+
+METRIC_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]] = {
+    "category_per_minute": (
+        ("window_start", "window_end", "category", "events"),
+        ("window_start", "category"),
+        {"events": "t.events + excluded.events"},
+    ),
+    "country_per_minute": (
+        ("window_start", "window_end", "country", "events"),
+        ("window_start", "country"),
+        {"events": "t.events + excluded.events"},
+    ),
+    "poster_activity": (
+        ("window_start", "window_end", "poster_name", "posts", "max_follower_count"),
+        ("window_start", "window_end", "poster_name"),
+        {
+            "posts": "t.posts + excluded.posts",
+            "max_follower_count": "greatest(t.max_follower_count, excluded.max_follower_count)",
+        },
+    ),
+}
+"""Per metric table: its columns, its key, and how a batch's partial value merges in."""
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one :meth:`PostgresWriter.write` did."""
+
+    batch_id: int
+    replayed: bool
+    upserted: dict[str, int]
+    dead_letters: int
+    late_dropped: int
+
+
+def _rows(table: Any, columns: tuple[str, ...]) -> list[tuple]:
+    """Arrow table -> row tuples in ``columns`` order (timestamps as aware datetimes).
+
+    PostgreSQL text cannot hold NUL characters (valid in JSON as ``\\u0000``): they become
+    U+FFFD, the only change text ever undergoes on the way in.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    selected = table.select(list(columns))
+    data = {}
+    for name in columns:
+        column = selected[name]
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = pc.replace_substring(column, "\x00", "\ufffd")
+        data[name] = column.to_pylist()
+    return list(zip(*(data[name] for name in columns))) if table.num_rows else []
+
+
+class PostgresWriter:
+    """Holds one connection (reopened after a failure) and writes micro-batches."""
+
+    def __init__(self, dsn: str, *, lateness_s: float, schema: str = "pinpipe") -> None:
+        self.dsn = dsn
+        self.lateness = timedelta(seconds=lateness_s)
+        self.schema = schema
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.dsn, autocommit=True)
+            self._staging_ready = False
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _ensure_staging(self, conn: psycopg.Connection) -> None:
+        if self._staging_ready:
+            return
+        for table in (*(t.value for t in CLEAN_TABLES), "dead_letter", *METRIC_TABLES):
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                    "SELECT * FROM {} WITH NO DATA"
+                ).format(sql.Identifier(f"stage_{table}"), sql.Identifier(self.schema, table))
+            )
+        self._staging_ready = True
+
+    def _copy(self, cur: psycopg.Cursor, target: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        if not rows:
+            return
+        names = sql.SQL(", ").join(map(sql.Identifier, columns))
+        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(target), names)) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def write(
+        self,
+        query_id: str,
+        batch_id: int,
+        clean: dict[Table, Any],
+        dead_letters: Any | None,
+        metrics: dict[str, Any],
+        topics: dict[Table, str],
+    ) -> BatchOutcome:
+        """Write one micro-batch (see the module docstring); Arrow tables in, counts out."""
+        conn = self._connection()
+        try:
+            self._ensure_staging(conn)
+            return self._write(conn, query_id, batch_id, clean, dead_letters, metrics, topics)
+        except psycopg.OperationalError:
+            self.close()  # a broken connection is reopened by the retry of the batch
+            raise
+
+    def _write(self, conn, query_id, batch_id, clean, dead_letters, metrics, topics) -> BatchOutcome:
+        s = self.schema
+        records = sum(t.num_rows for t in clean.values()) + (dead_letters.num_rows if dead_letters is not None else 0)
+        upserted: dict[str, int] = {}
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} (query_id, batch_id, records) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING RETURNING 1"
+                ).format(sql.Identifier(s, "stream_batch")),
+                (query_id, batch_id, records),
+            )
+            if cur.fetchone() is None:
+                return BatchOutcome(batch_id, True, {}, 0, 0)
+
+            dead = 0
+            for table, arrow in clean.items():
+                key, columns = CLEAN_TABLES[table]
+                every = (*columns, *ARRIVAL)
+                stage = f"stage_{table.value}"
+                self._copy(cur, stage, every, _rows(arrow, every))
+                upserted[table.value] = self._upsert(cur, table, key, columns, stage)
+                # A key that cleaning blanked cannot be stored: it is a dead letter.
+                cur.execute(
+                    sql.SQL(
+                        "INSERT INTO {} (topic, kafka_partition, kafka_offset, broker_timestamp, "
+                        "value, reason) SELECT %s, kafka_partition, kafka_offset, broker_timestamp, "
+                        "NULL, %s FROM {} WHERE {} IS NULL ON CONFLICT DO NOTHING"
+                    ).format(sql.Identifier(s, "dead_letter"), sql.Identifier(stage), sql.Identifier(key)),
+                    (topics[table], f"{key} is blank after cleaning"),
+                )
+                dead += cur.rowcount
+
+            if dead_letters is not None and dead_letters.num_rows:
+                self._copy(cur, "stage_dead_letter", DEAD_LETTER_COLUMNS, _rows(dead_letters, DEAD_LETTER_COLUMNS))
+                names = sql.SQL(", ").join(map(sql.Identifier, DEAD_LETTER_COLUMNS))
+                cur.execute(
+                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM stage_dead_letter ON CONFLICT DO NOTHING").format(
+                        sql.Identifier(s, "dead_letter"), names, names
+                    )
+                )
+                dead += cur.rowcount
+
+            late = self._merge_metrics(cur, query_id, metrics, clean)
+        return BatchOutcome(batch_id, False, upserted, dead, late)
+
+    def _upsert(self, cur, table: Table, key: str, columns: tuple[str, ...], stage: str) -> int:
+        every = (*columns, *ARRIVAL)
+        names = sql.SQL(", ").join(map(sql.Identifier, every))
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in every
+            if c != key
+        )
+        query = sql.SQL(
+            "INSERT INTO {target} AS t ({names}) "
+            "SELECT DISTINCT ON ({key}) {names} FROM {stage} WHERE {key} IS NOT NULL "
+            "ORDER BY {key}, broker_timestamp DESC NULLS LAST, kafka_offset DESC, kafka_partition DESC "
+            "ON CONFLICT ({key}) DO UPDATE SET {updates}, updated_at = clock_timestamp() "
+            "WHERE (t.broker_timestamp, t.kafka_offset, t.kafka_partition) "
+            "< (excluded.broker_timestamp, excluded.kafka_offset, excluded.kafka_partition) "
+            "OR t.broker_timestamp IS NULL"
+        ).format(
+            target=sql.Identifier(self.schema, table.value),
+            names=names,
+            key=sql.Identifier(key),
+            stage=sql.Identifier(stage),
+            updates=updates,
+        )
+        cur.execute(query)
+        return cur.rowcount
+
+    def _merge_metrics(self, cur, query_id: str, metrics: dict[str, Any], clean: dict[Table, Any]) -> int:
+        s = self.schema
+        cur.execute(
+            sql.SQL("SELECT max_event_time, watermark FROM {} WHERE query_id = %s FOR UPDATE").format(
+                sql.Identifier(s, "stream_watermark")
+            ),
+            (query_id,),
+        )
+        row = cur.fetchone()
+        watermark: datetime | None = row[1] if row else None
+        late = 0
+        for name, (columns, key, merge) in METRIC_TABLES.items():
+            arrow = metrics.get(name)
+            if arrow is None or not arrow.num_rows:
+                continue
+            stage = f"stage_{name}"
+            self._copy(cur, stage, columns, _rows(arrow, columns))
+            names = sql.SQL(", ").join(map(sql.Identifier, columns))
+            sets = sql.SQL(", ").join(
+                sql.SQL("{} = " + expression).format(sql.Identifier(column))
+                for column, expression in merge.items()
+            )
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {target} AS t ({names}) SELECT {names} FROM {stage} "
+                    "WHERE %(watermark)s::timestamptz IS NULL OR window_end > %(watermark)s "
+                    "ON CONFLICT ({key}) DO UPDATE SET {sets}, updated_at = clock_timestamp()"
+                ).format(
+                    target=sql.Identifier(s, name),
+                    names=names,
+                    stage=sql.Identifier(stage),
+                    key=sql.SQL(", ").join(map(sql.Identifier, key)),
+                    sets=sets,
+                ),
+                {"watermark": watermark},
+            )
+            late += arrow.num_rows - cur.rowcount
+        latest = _max_broker_time(clean)
+        if latest is not None:
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO {} AS w (query_id, max_event_time, watermark) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (query_id) DO UPDATE SET "
+                    "max_event_time = greatest(w.max_event_time, excluded.max_event_time), "
+                    "watermark = greatest(w.max_event_time, excluded.max_event_time) - %s, "
+                    "updated_at = clock_timestamp()"
+                ).format(sql.Identifier(s, "stream_watermark")),
+                (query_id, latest, latest - self.lateness, self.lateness),
+            )
+        return late
+
+
+def _max_broker_time(clean: dict[Table, Any]) -> datetime | None:
+    import pyarrow.compute as pc
+
+    latest = None
+    for arrow in clean.values():
+        if arrow.num_rows:
+            value = pc.max(arrow["broker_timestamp"]).as_py()
+            if value is not None and (latest is None or value > latest):
+                latest = value
+    return latest
