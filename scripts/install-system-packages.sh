@@ -2,6 +2,7 @@
 # Installs the Debian packages some tests need and pip cannot provide, only when missing.
 #
 #   prometheus   the Prometheus server and promtool (tests/deploy: config, rules, live scrape)
+#   chromium     headless browser + chromedriver (tests/serve/test_dashboard.py loads the page)
 #
 # Fast and idempotent: when every command is already on PATH it exits at once, and it runs
 # `apt-get update` only when a package is actually missing. Without root or apt it prints the
@@ -9,7 +10,7 @@
 set -eu
 
 # command -> Debian package that provides it
-NEEDED="prometheus:prometheus promtool:prometheus"
+NEEDED="prometheus:prometheus promtool:prometheus chromium:chromium chromedriver:chromium-driver"
 
 missing=""
 for pair in $NEEDED; do

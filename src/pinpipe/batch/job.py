@@ -316,18 +316,21 @@ def run_batch(
     """
     if all_dates == (dates is not None):
         raise ValueError("give either dates or all_dates=True")
-    if spark is None:
-        from pinpipe.batch.spark import get_spark
+    from pinpipe.batch.runs import recorded_run
 
-        spark = get_spark(settings, app_name="pinpipe-batch")
-    tables = [clean_table(settings, table, dates, spark=spark) for table in Table]
-    answers = build_answers(settings, spark=spark)
-    report = check_quality(settings, tables, answers, dates, spark=spark)
-    result = BatchResult(dates, tables, answers, report)
-    if not report.passed:
-        raise QualityError(report)
-    if publish:
-        from pinpipe.batch.publish import publish_answers
+    with recorded_run(settings, dates):  # pinpipe.batch_run: success, or failed with the error
+        if spark is None:
+            from pinpipe.batch.spark import get_spark
 
-        result.published = publish_answers(settings, read_answers(settings))
-    return result
+            spark = get_spark(settings, app_name="pinpipe-batch")
+        tables = [clean_table(settings, table, dates, spark=spark) for table in Table]
+        answers = build_answers(settings, spark=spark)
+        report = check_quality(settings, tables, answers, dates, spark=spark)
+        result = BatchResult(dates, tables, answers, report)
+        if not report.passed:
+            raise QualityError(report)
+        if publish:
+            from pinpipe.batch.publish import publish_answers
+
+            result.published = publish_answers(settings, read_answers(settings))
+        return result

@@ -1,0 +1,655 @@
+"""``pinpipe up`` / ``status`` / ``down``: the whole platform from one command.
+
+``up`` starts, in order and health-checked, everything not configured as external: broker and
+PostgreSQL (:func:`pinpipe.services.resolve.services_up`), the schema migrations, the ingest
+API, the lake sink, the stream job, the dashboard, optionally the emulator; it runs the batch
+job every ``--batch-every`` (or leaves it to Airflow), supervises the processes
+(:mod:`pinpipe.supervisor`) and, on Ctrl-C or SIGTERM, stops everything in reverse order. Before
+stopping the consumers it lets them drain what the API accepted (the embedded broker keeps
+nothing across restarts), and it records the final figures in ``<run_dir>/up-last-run.json``.
+
+What is running is recorded in ``<run_dir>/up.json`` (pids, addresses, ports; no secrets), so
+``pinpipe status`` and ``pinpipe down`` work from another terminal. Ports set to 0 are chosen
+free by ``up`` and recorded there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from pinpipe.config import Settings
+from pinpipe.supervisor import GaveUp, HealthTimeout, ProcessSpec, RestartPolicy, Supervisor
+
+UP_RECORD = "up"
+STATE_FILE = "up.json"
+LAST_RUN_FILE = "up-last-run.json"
+CONSUMER_DRAIN_S = 60.0
+
+
+# --- the run dir --------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_state(settings: Settings) -> dict | None:
+    """The record of a running ``pinpipe up`` (None if none, or if its process is gone)."""
+    from pinpipe.services.state import pid_is_alive
+
+    path = settings.run_dir / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not pid_is_alive(int(state.get("pid", 0))):
+        return None
+    return state
+
+
+def recorded_ports(settings: Settings) -> dict[str, int]:
+    """Ports of the components of a running ``pinpipe up`` (``ingest``, ``lake-sink``, ...)."""
+    state = read_state(settings)
+    return {} if state is None else {k: int(v) for k, v in state.get("ports", {}).items()}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (examples: 90s, 10m, 2h)")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+# --- what up runs -------------------------------------------------------------------------------
+
+
+@dataclass
+class UpOptions:
+    emulate_rate: float | None = None
+    batch_every_s: float | None = None
+    stream: bool = True
+
+
+@dataclass
+class Component:
+    name: str
+    address: str
+    metrics_url: str | None = None
+    health_url: str | None = None
+    pid: int | None = None
+    note: str = ""
+
+
+@dataclass
+class UpRun:
+    settings: Settings
+    options: UpOptions
+    console: Console
+    stop: threading.Event = field(default_factory=threading.Event)
+    components: list[Component] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)
+    started_services: list[str] = field(default_factory=list)
+    supervisor: Supervisor | None = None
+    batch_process: subprocess.Popen | None = None
+    next_batch_at: float | None = None
+    dsn: str = ""
+    pg_started_at: object = None  # PostgreSQL's clock when up started (stream progress since)
+
+    def event(self, name: str, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        colour = "red" if any(w in message for w in ("exited", "giving up", "SIGKILL")) else "cyan"
+        self.console.print(f"[dim]{stamp}[/] [{colour}]{name}[/] {message}")
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def _http_ok(url: str) -> bool:
+    from pinpipe.serve.dashboard.scrape import http_ok
+
+    return http_ok(url, timeout_s=1.0)
+
+
+def _stream_supports_metrics_port() -> bool:
+    """The stream job's ``--metrics-port`` flag (being added with its metrics)."""
+    try:
+        import pinpipe.speed.__main__ as stream_main
+
+        return "--metrics-port" in Path(stream_main.__file__).read_text(encoding="utf-8")
+    except Exception:
+        return False
+
+
+def _choose_ports(settings: Settings) -> dict[str, int]:
+    up = settings.up
+    wanted = {
+        "ingest": settings.ingest.port,
+        "lake-sink": up.lake_metrics_port,
+        "stream": up.stream_metrics_port,
+        "dashboard": up.dashboard.port,
+    }
+    return {name: port or free_port() for name, port in wanted.items()}
+
+
+def _child_env(settings: Settings, bootstrap: str, dsn: str) -> dict[str, str]:
+    # Children see the resolved broker and PostgreSQL as "configured", so none of them starts
+    # an embedded one of its own. The DSN holds a password: it goes to the environment of our
+    # own children only, never to a log or a record.
+    return {
+        "PINPIPE_DATA_DIR": str(settings.data_dir),
+        "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
+        "PINPIPE_POSTGRES__DSN": dsn,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _specs(run: UpRun, bootstrap: str) -> list[tuple[ProcessSpec, Component]]:
+    settings, ports = run.settings, run.ports
+    logs = settings.data_dir / "logs"
+    env = _child_env(settings, bootstrap, run.dsn)
+    stop_s = settings.up.stop_timeout_s
+    api_host = settings.ingest.host
+    api_url = f"http://{'127.0.0.1' if api_host in ('0.0.0.0', '::') else api_host}:{ports['ingest']}"
+    sink_metrics = f"http://127.0.0.1:{ports['lake-sink']}/metrics"
+    stream_metrics = f"http://127.0.0.1:{ports['stream']}/metrics"
+    dash = settings.up.dashboard
+    dash_url = f"http://{'127.0.0.1' if dash.host in ('0.0.0.0', '::') else dash.host}:{ports['dashboard']}"
+    cli = "pinpipe.cli"
+    out: list[tuple[ProcessSpec, Component]] = []
+
+    out.append((
+        ProcessSpec("api", _python(cli, "api", "--host", api_host, "--port", str(ports["ingest"])),
+                    logs / "api.log", env, health=lambda: _http_ok(f"{api_url}/readyz"),
+                    address=api_url, stop_timeout_s=stop_s),
+        Component("api", api_url, f"{api_url}/metrics", f"{api_url}/readyz"),
+    ))  # fmt: skip
+    out.append((
+        ProcessSpec("lake-sink", _python(cli, "sink", "--metrics-port", str(ports["lake-sink"])),
+                    logs / "lake-sink.log", env, health=lambda: _http_ok(sink_metrics),
+                    address=sink_metrics, stop_timeout_s=stop_s),
+        Component("lake-sink", sink_metrics, sink_metrics, sink_metrics),
+    ))  # fmt: skip
+    if run.options.stream:
+        argv = _python("pinpipe.speed")
+        note = ""
+        if _stream_supports_metrics_port():
+            argv += ["--metrics-port", str(ports["stream"])]
+            health, metrics = (lambda: _http_ok(stream_metrics)), stream_metrics
+        else:
+            health, metrics, note = None, None, "no metrics port yet"
+        out.append((
+            ProcessSpec("stream", argv, logs / "stream.log", env, health=health,
+                        address=metrics or "(spark query)", stop_timeout_s=stop_s),
+            Component("stream", metrics or "-", metrics, metrics, note=note),
+        ))  # fmt: skip
+    dash_env = {**env, "PINPIPE_UP__DASHBOARD__METRICS_URLS": json.dumps(
+        {"ingest": f"{api_url}/metrics", "lake-sink": sink_metrics, "stream": stream_metrics})}
+    out.append((
+        ProcessSpec("dashboard",
+                    _python(cli, "dashboard", "--host", dash.host, "--port", str(ports["dashboard"])),
+                    logs / "dashboard.log", dash_env, health=lambda: _http_ok(f"{dash_url}/healthz"),
+                    address=dash_url, stop_timeout_s=stop_s),
+        Component("dashboard", dash_url, f"{dash_url}/metrics", f"{dash_url}/healthz"),
+    ))  # fmt: skip
+    if run.options.emulate_rate:
+        argv = _python(cli, "emulate", "--base-url", api_url, "--rate", str(run.options.emulate_rate),
+                       "--duration", str(365 * 86400))
+        out.append((
+            ProcessSpec("emulator", argv, logs / "emulator.log", env, address=f"-> {api_url}",
+                        stop_timeout_s=10.0),
+            Component("emulator", f"{run.options.emulate_rate:g} posts/s -> {api_url}"),
+        ))  # fmt: skip
+    return out
+
+
+def _save_state(run: UpRun, phase: str) -> None:
+    from pinpipe.services.state import ServiceRecord, write_record
+
+    settings = run.settings
+    dashboard = next((c.address for c in run.components if c.name == "dashboard"), "")
+    write_record(settings.run_dir, ServiceRecord.now(UP_RECORD, os.getpid(), dashboard))
+    _write_json(settings.run_dir / STATE_FILE, {
+        "pid": os.getpid(),
+        "phase": phase,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "ports": run.ports,
+        "started_services": run.started_services,
+        "batch_every_s": run.options.batch_every_s,
+        "components": [vars(c) for c in run.components],
+    })  # fmt: skip
+
+
+def _clear_state(settings: Settings) -> None:
+    from pinpipe.services.state import remove_record
+
+    remove_record(settings.run_dir, UP_RECORD)
+    (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+# --- batch schedule -----------------------------------------------------------------------------
+
+
+def _batch_tick(run: UpRun, env: dict[str, str]) -> None:
+    every = run.options.batch_every_s
+    if not every:
+        return
+    now = time.monotonic()
+    if run.batch_process is not None:
+        code = run.batch_process.poll()
+        if code is None:
+            return
+        run.event("batch", "run succeeded" if code == 0 else f"run failed (exit {code}); see logs/batch.log")
+        run.batch_process = None
+    if run.next_batch_at is None:
+        run.next_batch_at = now + every
+    if now < run.next_batch_at:
+        return
+    run.next_batch_at = now + every
+    log = run.settings.data_dir / "logs" / "batch.log"
+    with open(log, "ab") as out:
+        run.batch_process = subprocess.Popen(
+            _python("pinpipe.cli", "batch", "--all"), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True,
+        )
+    run.event("batch", f"run started (pid {run.batch_process.pid})")
+
+
+# --- draining and the final figures -------------------------------------------------------------
+
+
+def _scrape_totals(url: str | None, attempts: int = 5) -> dict:
+    """Totals from one component's /metrics ({} if it cannot be scraped after ``attempts``)."""
+    from pinpipe.serve.dashboard.scrape import scrape
+
+    if not url:
+        return {}
+    for attempt in range(attempts):
+        result = scrape(url, timeout_s=5.0)
+        if result.ok:
+            break
+        time.sleep(0.5 * (attempt + 1))
+    else:
+        return {}
+    return {
+        "accepted": result.total("pinpipe_ingest_records_total", outcome="accepted"),
+        "rejected": result.total("pinpipe_ingest_records_total", outcome="rejected"),
+        "failed": result.total("pinpipe_ingest_records_total", outcome="failed"),
+        "lake_consumed": result.total("pinpipe_lake_records_consumed_total"),
+        "lake_written": result.total("pinpipe_lake_records_written_total"),
+        "stream_lag": result.total("pinpipe_stream_consumer_lag"),
+    }
+
+
+def _stream_records_since(dsn: str, since: object) -> int | None:
+    """Records the stream job's micro-batches wrote since ``since`` (PostgreSQL time)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(records), 0) FROM pinpipe.stream_batch WHERE committed_at >= %s",
+                (since,),
+            ).fetchone()
+    except Exception:
+        return None
+    return None if row is None else int(row[0])
+
+
+def _drain(run: UpRun) -> dict:
+    """After the source stopped: wait (bounded) until the lake sink has consumed every record
+    the API produced and the stream job is idle; returns the API's final figures."""
+    urls = {c.name: c.metrics_url for c in run.components}
+    api = _scrape_totals(urls.get("api"))
+    if not api:
+        run.event("api", "its /metrics cannot be read: stopping without waiting for the consumers")
+        return {}
+    produced = (api.get("accepted") or 0) + (api.get("rejected") or 0)
+    deadline = time.monotonic() + CONSUMER_DRAIN_S
+    sink_done = stream_done = False
+    while time.monotonic() < deadline:
+        if not sink_done:
+            child = run.supervisor.children.get("lake-sink") if run.supervisor else None
+            sink = _scrape_totals(urls.get("lake-sink"), attempts=1)
+            sink_done = child is None or not child.alive() or (sink.get("lake_consumed") or 0) >= produced
+        if not stream_done:
+            child = run.supervisor.children.get("stream") if run.supervisor else None
+            if child is None or not child.alive():
+                stream_done = True
+            else:  # every accepted table record went through a micro-batch since up started
+                written = _stream_records_since(run.dsn, run.pg_started_at)
+                stream_done = written is not None and written >= (api.get("accepted") or 0)
+        if sink_done and stream_done:
+            break
+        time.sleep(0.5)
+    else:
+        run.event("up", f"consumers did not catch up within {CONSUMER_DRAIN_S:.0f} s; stopping anyway")
+    return api
+
+
+# --- up -----------------------------------------------------------------------------------------
+
+
+def _print_table(run: UpRun) -> None:
+    table = RichTable("component", "pid", "address", "note", title="pinpipe is up")
+    for c in run.components:
+        table.add_row(c.name, str(c.pid or "-"), c.address, c.note)
+    run.console.print(table)
+
+
+def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
+    """Start everything, supervise until SIGINT/SIGTERM (or a component gives up), stop.
+
+    Returns the exit code: 0 after a clean stop, 1 if a component failed to start or gave up.
+    """
+    from pinpipe.serve.schema import apply_migrations
+    from pinpipe.services.resolve import services_up
+    from pinpipe.services.state import read_record
+
+    existing = read_state(settings)
+    if existing is not None:
+        console.print(f"[red]pinpipe up is already running[/] (pid {existing['pid']}); `pinpipe down` stops it")
+        return 1
+    run = UpRun(settings, options, console)
+    previous = {s: signal.signal(s, lambda *_: run.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    policy = RestartPolicy(settings.up.restart_backoff_s, settings.up.restart_backoff_max_s,
+                           settings.up.max_restarts, settings.up.restart_window_s)  # fmt: skip
+    run.supervisor = Supervisor(policy, run.event)
+    code = 0
+    try:
+        run.ports = _choose_ports(settings)
+        _save_state(run, "starting")
+        console.print("[cyan]services[/] starting broker and PostgreSQL (those not configured external)")
+        had_broker = _embedded_broker_running(settings)
+        had_pg = _embedded_pg_running(settings)
+        statuses = services_up(settings)
+        for status in statuses:
+            record = read_record(settings.run_dir, status.name) if status.mode == "embedded" else None
+            run.components.append(Component(status.name, status.address, pid=record.pid if record else None,
+                                            note=status.mode))
+            ours = status.mode == "embedded" and not (had_broker if status.name == "broker" else had_pg)
+            if ours:
+                run.started_services.append(status.name)
+        if not all(s.healthy for s in statuses):
+            console.print("[red]a service is not healthy[/]; see the table")
+            _print_table(run)
+            return 1
+        bootstrap = next(s.address for s in statuses if s.name == "broker")
+        run.dsn = _resolved_dsn(settings)
+        applied = apply_migrations(run.dsn)
+        console.print(f"[cyan]migrations[/] schema pinpipe up to date ({len(applied)} applied now)")
+        run.pg_started_at = _pg_now(run.dsn)
+        if "broker" in run.started_services:
+            _archive_stale_state(run)
+        _save_state(run, "starting")
+        for spec, component in _specs(run, bootstrap):
+            if run.stop.is_set():
+                raise HealthTimeout("interrupted while starting")
+            console.print(f"[cyan]{spec.name}[/] starting")
+            child = run.supervisor.start(spec, timeout_s=settings.up.health_timeout_s, stop=run.stop)
+            component.pid = child.pid
+            run.components.append(component)
+            _save_state(run, "starting")
+        if options.batch_every_s:
+            run.components.append(Component("batch", f"every {options.batch_every_s:g} s", note="logs/batch.log"))
+        else:
+            run.components.append(Component("batch", "-", note="not scheduled: `pinpipe batch` or Airflow"))
+        _save_state(run, "running")
+        _print_table(run)
+        console.print("Ctrl-C (or `pinpipe down`) stops everything.")
+        env = _child_env(settings, bootstrap, run.dsn)
+
+        def tick() -> None:
+            _batch_tick(run, env)
+            for component in run.components:  # keep restarted pids current for `pinpipe status`
+                child = run.supervisor.children.get(component.name)
+                if child is not None and child.pid != component.pid:
+                    component.pid = child.pid
+                    _save_state(run, "running")
+
+        run.supervisor.watch(run.stop, tick=tick)
+    except GaveUp as error:
+        console.print(f"[bold red]giving up:[/] {error}")
+        code = 1
+    except HealthTimeout as error:
+        if not run.stop.is_set():
+            console.print(f"[bold red]failed to start:[/] {error}")
+            code = 1
+    finally:
+        _shutdown(run)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return code
+
+
+def _embedded_broker_running(settings: Settings) -> bool:
+    from pinpipe.services.state import read_record
+
+    return settings.broker.bootstrap_servers is None and read_record(settings.run_dir, "broker") is not None
+
+
+def _embedded_pg_running(settings: Settings) -> bool:
+    from pinpipe.services.resolve import _embedded_postgres
+
+    return settings.postgres.dsn is None and _embedded_postgres(settings).attach()
+
+
+def _pg_now(dsn: str) -> object:
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def _archive_stale_state(run: UpRun) -> None:
+    """A fresh embedded broker (memory storage) starts its offsets again at 0: the local lake's
+    raw files and the stream checkpoint of an earlier broker would clash with the new offsets.
+    They are moved to ``<data_dir>/archive/<time>/``, never deleted."""
+    from pinpipe.speed.job import checkpoint_location
+
+    settings = run.settings
+    stale = []
+    if settings.lake.root is None:
+        stale.append(settings.data_dir / "lake")
+    if settings.speed.checkpoint_dir is None:
+        stale.append(Path(checkpoint_location(settings)))
+    stale = [path for path in stale if path.exists() and any(path.iterdir())]
+    if not stale:
+        return
+    target = settings.data_dir / "archive" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in stale:
+        os.replace(path, target / path.name)
+    run.event("up", f"new embedded broker: moved the earlier lake and stream checkpoint to {target}")
+
+
+def _resolved_dsn(settings: Settings) -> str:
+    if settings.postgres.dsn is not None:
+        return settings.postgres.dsn.get_secret_value()
+    from pinpipe.services.resolve import _embedded_postgres
+
+    server = _embedded_postgres(settings)
+    if not server.attach():
+        raise HealthTimeout("the embedded PostgreSQL is not running")
+    return server.dsn
+
+
+def _shutdown(run: UpRun) -> None:
+    """Stop in reverse order: source, (drain), dashboard, stream, sink, API, then services."""
+    console, supervisor = run.console, run.supervisor
+    # Ignore further Ctrl-C while stopping; a second SIGTERM would otherwise interrupt waits.
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    console.print("[cyan]up[/] stopping")
+    final: dict = {}
+    try:
+        if run.batch_process is not None and run.batch_process.poll() is None:
+            run.event("batch", "stopping the running batch job")
+            run.batch_process.send_signal(signal.SIGINT)  # KeyboardInterrupt: recorded as failed
+            try:
+                run.batch_process.wait(timeout=run.settings.up.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(run.batch_process.pid, signal.SIGKILL)
+                run.batch_process.wait()
+        if supervisor is not None:
+            if "emulator" in supervisor.children:
+                supervisor.stop("emulator")
+            if "api" in supervisor.children and supervisor.children["api"].alive():
+                final = _drain(run)
+            supervisor.stop_all()
+    finally:
+        _stop_services(run)
+        summary = {
+            "stopped_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "api": final,
+            "restarts": {name: c.restart_total for name, c in (supervisor.children.items() if supervisor else [])},
+        }
+        _write_json(run.settings.run_dir / LAST_RUN_FILE, summary)
+        _clear_state(run.settings)
+        if final:
+            console.print(f"[cyan]up[/] API accepted {final.get('accepted') or 0:,.0f} records, "
+                          f"rejected {final.get('rejected') or 0:,.0f}")  # fmt: skip
+        console.print("[green]stopped[/]")
+
+
+def _stop_services(run: UpRun) -> None:
+    from pinpipe.services.resolve import BROKER, POSTGRES, _embedded_postgres, _running_broker
+    from pinpipe.services.state import remove_record, terminate_pid
+
+    settings = run.settings
+    if POSTGRES in run.started_services:
+        server = _embedded_postgres(settings)
+        if server.attach():
+            server.stop()
+        remove_record(settings.run_dir, POSTGRES)
+        run.event(POSTGRES, "stopped")
+    if BROKER in run.started_services:
+        record = _running_broker(settings)
+        if record is not None:
+            terminate_pid(record.pid)
+        remove_record(settings.run_dir, BROKER)
+        run.event(BROKER, "stopped")
+
+
+# --- detach, status, down -----------------------------------------------------------------------
+
+
+def detach(argv: list[str], settings: Settings, console: Console, timeout_s: float = 300.0) -> int:
+    """Run ``pinpipe up`` (``argv`` without ``--detach``) in the background; wait until it is
+    running (or has failed), then print the status table."""
+    log = settings.data_dir / "logs" / "up.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pinpipe.cli", *argv], stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = read_state(settings)
+        if state is not None and state.get("pid") == process.pid and state.get("phase") == "running":
+            console.print(f"pinpipe up running in the background (pid {process.pid}); log: {log}")
+            return print_status(settings, console)
+        if process.poll() is not None:
+            console.print(f"[red]pinpipe up exited with code {process.returncode}[/]; see {log}")
+            return 1
+        time.sleep(0.3)
+    console.print(f"[red]pinpipe up not running after {timeout_s:.0f} s[/]; see {log}")
+    return 1
+
+
+def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
+    """Health, lag and throughput of each component of the running ``up`` (None if none)."""
+    from pinpipe.serve.dashboard.scrape import http_ok, scrape, summarize
+    from pinpipe.services.state import pid_is_alive
+
+    state = read_state(settings)
+    if state is None:
+        return None
+    names = {"api": "ingest", "lake-sink": "lake-sink", "stream": "stream"}
+    components = state.get("components", [])
+    first = {c["name"]: scrape(c["metrics_url"]) for c in components if c.get("metrics_url") and c["name"] in names}
+    time.sleep(sample_s)
+    rows = []
+    for c in components:
+        row = {"name": c["name"], "address": c["address"], "pid": c.get("pid"), "note": c.get("note", ""),
+               "healthy": None, "lag": None, "per_s": None}
+        if c.get("pid"):
+            row["healthy"] = pid_is_alive(int(c["pid"]))
+        if c.get("health_url"):
+            row["healthy"] = bool(row["healthy"] is not False and http_ok(c["health_url"]))
+        if c["name"] in first:
+            before, after = summarize(names[c["name"]], first[c["name"]]), summarize(names[c["name"]], scrape(c["metrics_url"]))
+            row["lag"] = after.get("lag")
+            if before.get("records_total") is not None and after.get("records_total") is not None:
+                row["per_s"] = max(0.0, (after["records_total"] - before["records_total"]) / sample_s)
+        rows.append(row)
+    return rows
+
+
+def print_status(settings: Settings, console: Console) -> int:
+    rows = status_rows(settings)
+    if rows is None:
+        console.print("pinpipe up is not running")
+        return 1
+    table = RichTable("component", "health", "pid", "lag", "records/s", "address", "note")
+    for r in rows:
+        health = "-" if r["healthy"] is None else "[green]healthy[/]" if r["healthy"] else "[red]down[/]"
+        table.add_row(r["name"], health, str(r["pid"] or "-"),
+                      "-" if r["lag"] is None else f"{r['lag']:,.0f}",
+                      "-" if r["per_s"] is None else f"{r['per_s']:,.1f}", r["address"], r["note"])  # fmt: skip
+    console.print(table)
+    return 0 if all(r["healthy"] is not False for r in rows) else 1
+
+
+def down(settings: Settings, console: Console) -> int:
+    """Stop a ``pinpipe up`` running in the background (SIGTERM; it stops its components)."""
+    from pinpipe.services.state import process_cmdline, terminate_pid
+
+    state = read_state(settings)
+    if state is None:
+        console.print("pinpipe up is not running")
+        return 0
+    pid = int(state["pid"])
+    console.print(f"stopping pinpipe up (pid {pid}); it stops its components in reverse order")
+    budget = settings.up.stop_timeout_s * (len(state.get("components", [])) + 1) + CONSUMER_DRAIN_S
+    try:
+        terminate_pid(pid, timeout=budget)
+    except TimeoutError:
+        console.print(f"[red]pid {pid} did not exit[/]")
+        return 1
+    # A supervisor killed before it could stop its children leaves them behind: stop them too.
+    for component in reversed(state.get("components", [])):
+        if component.get("pid") and "pinpipe" in process_cmdline(int(component["pid"])):
+            try:
+                terminate_pid(int(component["pid"]), timeout=settings.up.stop_timeout_s)
+            except TimeoutError:
+                pass
+    console.print("[green]stopped[/]")
+    return 0
