@@ -50,8 +50,8 @@ def running_api(settings: Settings, timeout_s: float = 20.0) -> Iterator[str]:
 
 
 def read_topics(client_config: dict, topics: list[str], expected: int, timeout_s: float = 30.0
-                ) -> tuple[dict[str, int], dict[tuple[str, int], int]]:
-    """Records held by each topic, and the end offset of each partition, read from offset 0.
+                ) -> tuple[dict[str, int], dict[tuple[str, int], int], dict[str, int]]:
+    """Records held by each topic, the end offset of each partition, and distinct keys per topic.
 
     Reads rather than asking for end offsets, because the embedded broker answers ListOffsets
     with a stale end offset (ARCHITECTURE.md). Stops once ``expected`` records were seen and
@@ -70,6 +70,7 @@ def read_topics(client_config: dict, topics: list[str], expected: int, timeout_s
         ]
         consumer.assign(partitions)
         counts = dict.fromkeys(topics, 0)
+        keys: dict[str, set[bytes]] = {topic: set() for topic in topics}
         ends = {(p.topic, p.partition): 0 for p in partitions}
         at_eof: set[tuple[str, int]] = set()
         deadline = time.monotonic() + timeout_s
@@ -81,11 +82,12 @@ def read_topics(client_config: dict, topics: list[str], expected: int, timeout_s
                 key = (message.topic(), message.partition())
                 if message.error() is None:
                     counts[message.topic()] += 1
+                    keys[message.topic()].add(message.key())
                     ends[key] = message.offset() + 1
                     at_eof.discard(key)
                 elif message.error().code() == KafkaError._PARTITION_EOF:
                     at_eof.add(key)
-        return counts, ends
+        return counts, ends, {topic: len(found) for topic, found in keys.items()}
     finally:
         consumer.close()
 
@@ -129,6 +131,92 @@ def wait_for_sink(outcome: dict, ends: dict[tuple[str, int], int], timeout_s: fl
     return False
 
 
+@contextmanager
+def running_stream(settings: Settings, bootstrap: str, dsn: str, timeout_s: float = 120.0) -> Iterator[dict]:
+    """The stream job (Spark Structured Streaming) in a background thread; stopped on exit."""
+    from pinpipe.speed import run_stream
+
+    stop = threading.Event()
+    outcome: dict = {}
+
+    def work() -> None:
+        try:
+            run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop)
+        except Exception as error:  # reported by the caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=work, name="pinpipe-stream", daemon=True)
+    thread.start()
+    try:
+        yield outcome
+    finally:
+        stop.set()
+        thread.join(timeout=timeout_s)
+
+
+SPEED_TABLES = {Table.PIN: "pinpipe.pin", Table.GEO: "pinpipe.geo", Table.USER: 'pinpipe."user"'}
+
+
+def speed_rows(dsn: str) -> dict[Table, int]:
+    """Rows in the speed layer's tables."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return {table: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+                for table, name in SPEED_TABLES.items()}
+
+
+def wait_for_stream(dsn: str, outcome: dict, expected: dict[Table, int], timeout_s: float = 180.0) -> dict[Table, int]:
+    """Wait until every speed table holds ``expected`` rows (distinct keys), or the deadline."""
+    deadline = time.monotonic() + timeout_s
+    rows = speed_rows(dsn)
+    while time.monotonic() < deadline and "error" not in outcome:
+        if all(rows[table] >= count for table, count in expected.items()):
+            break
+        time.sleep(0.5)
+        rows = speed_rows(dsn)
+    return rows
+
+
+def stream_latency(dsn: str) -> tuple[float, float] | None:
+    """p50 and p99 seconds from the broker's append (the API's acknowledgement) to the row's upsert."""
+    import psycopg
+
+    union = " UNION ALL ".join(
+        f"SELECT extract(epoch FROM updated_at - broker_timestamp) AS s FROM {name}" for name in SPEED_TABLES.values()
+    )
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            f"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s), percentile_cont(0.99) WITHIN GROUP (ORDER BY s)"
+            f" FROM ({union}) AS latencies"
+        ).fetchone()
+    return None if row[0] is None else (float(row[0]), float(row[1]))
+
+
+def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
+    """Start from empty: the embedded broker keeps nothing across restarts.
+
+    Its offsets start again at 0, so a raw layer, a stream checkpoint or speed-layer rows
+    from an earlier broker would clash with this one's.
+    """
+    import psycopg
+
+    from pinpipe.lake import lake_root
+    from pinpipe.serve.schema import apply_migrations
+
+    shutil.rmtree(lake_root(settings), ignore_errors=True)
+    checkpoint = settings.speed.checkpoint_dir or settings.data_dir / "checkpoints" / "speed"
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    apply_migrations(dsn)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            'TRUNCATE pinpipe.pin, pinpipe.geo, pinpipe."user", pinpipe.dead_letter, pinpipe.stream_batch,'
+            " pinpipe.category_per_minute, pinpipe.country_per_minute, pinpipe.poster_activity,"
+            " pinpipe.stream_watermark"
+        )
+    console.print(f"[green]✓[/] empty lake, stream checkpoint and speed tables (the embedded broker starts empty)")
+
+
 def _print_lake(settings: Settings, bootstrap: str, sink: dict, held: dict[str, int], console: Console) -> bool:
     """Show what the sink wrote and verify the lake; True when it holds what Kafka holds, once."""
     from pinpipe.lake import list_partitions, verify_lake
@@ -158,6 +246,28 @@ def _print_lake(settings: Settings, bootstrap: str, sink: dict, held: dict[str, 
         console.print("[red]✗[/] lake verify: " + " | ".join(problems))
         return False
     console.print("[green]✓[/] lake verify: every offset once, contiguous, up to the committed offset")
+    return True
+
+
+def _print_speed(dsn: str, stream: dict, rows: dict[Table, int], expected: dict[Table, int],
+                 console: Console) -> bool:
+    """Rows the stream job upserted against the distinct keys in Kafka, and its latency."""
+    if "error" in stream:
+        console.print(f"[red]✗[/] stream job: {stream['error']}")
+        return False
+    table = RichTable("table", "rows in PostgreSQL", "distinct keys in Kafka", title="speed layer (PostgreSQL)")
+    for name in Table:
+        table.add_row(f"pinpipe.{name.value}", f"{rows[name]:,}", f"{expected[name]:,}")
+    console.print(table)
+    latency = stream_latency(dsn)
+    if latency is not None:
+        console.print(f"stream latency, broker acknowledgement to PostgreSQL row: p50 {latency[0]:.2f} s,"
+                      f" p99 {latency[1]:.2f} s")
+    if any(rows[name] < expected[name] for name in Table):
+        console.print("[yellow]![/] the stream job had not caught up within 180 s (it is slow on a busy"
+                      " machine; nothing is lost: it resumes from its checkpoint)")
+    else:
+        console.print("[green]✓[/] every key is in PostgreSQL")
     return True
 
 
@@ -202,11 +312,9 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console, b
         created = ensure_topics(client_config, all_topics(prefix), settings.broker.partitions)
         console.print(f"[green]✓[/] topics: " + ", ".join(f"{t} ({state})" for t, state in created.items()))
 
-        if settings.broker.bootstrap_servers is None and settings.lake.root is None:
-            # The embedded broker keeps nothing across restarts and its offsets start again at
-            # 0, so a raw layer written from an earlier broker would clash with this one's.
-            shutil.rmtree(lake_root(settings), ignore_errors=True)
-            console.print(f"[green]✓[/] empty lake at {lake_root(settings)} (the embedded broker starts empty)")
+        embedded = settings.broker.bootstrap_servers is None and settings.postgres.dsn is None
+        if embedded and settings.lake.root is None:
+            _forget_earlier_run(settings, dsn, console)
 
         generated = generate_tables(settings.source.seed, settings.source.rows)
         loaded = load_tables(generated, dsn)
@@ -219,17 +327,25 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console, b
         api_settings = with_bootstrap(settings, bootstrap).model_copy(
             update={"ingest": settings.ingest.model_copy(update={"port": 0})}
         )
-        with running_sink(settings, bootstrap) as sink, running_api(api_settings) as base_url:
-            console.print(f"[green]✓[/] ingest API at {base_url}; lake sink writing to {lake_root(settings)}")
+        with (
+            running_stream(settings, bootstrap, dsn) as stream,
+            running_sink(settings, bootstrap) as sink,
+            running_api(api_settings) as base_url,
+        ):
+            console.print(f"[green]✓[/] ingest API at {base_url}; lake sink writing to {lake_root(settings)};"
+                          " stream job writing to PostgreSQL")
             emulating = settings.model_copy(
                 update={"emulator": settings.emulator.model_copy(update={"base_url": base_url, "rate": rate})}
             )
             stats = run_with_progress(emulating, count=posts, duration_s=None, tables=tables, console=console)
             print_summary(stats, console)
-            held, ends = read_topics(client_config, topics, expected=stats.accepted)
+            held, ends, distinct = read_topics(client_config, topics, expected=stats.accepted)
             with console.status("waiting for the lake sink to take every record"):
                 if not wait_for_sink(sink, ends):
                     sink.setdefault("error", RuntimeError("the lake sink did not catch up within 60 s"))
+            expected_rows = {table: distinct[topic_name(prefix, table)] for table in Table}
+            with console.status("waiting for the stream job to upsert every key into PostgreSQL"):
+                rows = wait_for_stream(dsn, stream, expected_rows)
 
         summary = RichTable("topic", "records in Kafka", title="what Kafka holds")
         for topic, count in held.items():
@@ -243,6 +359,8 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console, b
         console.print("[green]✓[/] every acknowledged record is in Kafka")
         # Leaving the block above stopped the sink: it wrote what it buffered and committed.
         if not _print_lake(settings, bootstrap, sink, held, console):
+            return 1
+        if not _print_speed(dsn, stream, rows, expected_rows, console):
             return 1
         if batch and not _run_batch(settings, console):
             return 1
