@@ -47,6 +47,9 @@ def test_demo_runs_and_stops_everything(traversable_dir: Path):
     for table in ("pin", "geo", "user"):  # table | dt partitions | files | records
         assert re.search(rf"│ {table}\s+│ 1\s+│ \d+\s+│ 40\s+│", result.stdout), table
     assert "lake verify: every offset once" in result.stdout
+    # ... the stream job upserted every key into PostgreSQL ...
+    assert "every key is in PostgreSQL" in result.stdout
+    assert re.search(r"│ pinpipe\.pin\s+│ (\d+)\s+│ \1\s+│", result.stdout)  # rows == distinct keys
     # ... and the batch job cleaned them and published the answers.
     assert "data-quality checks: passed" in result.stdout
     assert re.search(r"│ pin\s+│ 40\s+│ 0\s+│ \d+\s+│ \d+\s+│", result.stdout)  # raw, quarantined, ...
