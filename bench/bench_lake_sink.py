@@ -1,6 +1,7 @@
 """Lake sink throughput and memory, against the original projects' one-JSON-file-per-event.
 
     .venv/bin/python bench/bench_lake_sink.py [--records 2000000] [--baseline 20000]
+        [--repeat 1] [--per-record] [--against SRC_DIR]
 
 Starts an embedded Tansu broker, pre-fills ``<prefix>.pin|.geo|.user`` (3 partitions each)
 with the emulator's rows as JSON, one post (pin, geo, user) after another, then:
@@ -12,6 +13,13 @@ with the emulator's rows as JSON, one post (pin, geo, user) after another, then:
 2. the baseline: the first ``--baseline`` records consumed and written one JSON file per
    event (what the originals' S3 sink connector with ``flush.size=1`` did), without fsync.
 
+The machine is shared, so a before/after comparison is only fair inside one run: each variant
+drains the same pre-filled topics (a consumer group and a lake of its own), interleaved
+``--repeat`` times. ``--per-record`` adds the sink with its per-record buffering loop for every
+batch (the loop the bulk path replaced); ``--against SRC_DIR`` adds the ``pinpipe`` package of
+another source tree (e.g. ``git archive <commit> src | tar -x -C /tmp/old`` then
+``--against /tmp/old/src``).
+
 Prints a table. Not a test: figures depend on the machine.
 """
 
@@ -20,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -86,24 +93,50 @@ def consumed(metrics_url: str) -> float:
     return 0
 
 
-def run_sink(bootstrap: str, workdir: Path, total: int) -> dict:
+# ``python -m pinpipe.lake`` with every batch sent through the sink's per-record loop (run with
+# ``python -c``: importing this file would load the generator and inflate the sink's RSS).
+PER_RECORD_SINK = """
+import sys
+from pinpipe.lake.__main__ import main
+from pinpipe.lake.sink import LakeSink
+LakeSink._add_run = lambda self, key, run: False  # as if every run needed the per-record loop
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_sink(bootstrap: str, workdir: Path, total: int, variant: str, against: str | None,
+             run: int) -> dict:
     """Time from partition assignment until every record is consumed *and* the sink has
     written it and exited (SIGTERM once all are consumed: the last files are flushed then)."""
-    group = "bench-lake-sink"
+    name = f"{variant}-{run}"
+    group = f"bench-lake-sink-{name}"
+    workdir = workdir / name
+    workdir.mkdir()
     log_path = workdir / "sink.log"
     port = free_port()
+    arguments = ["--bootstrap", bootstrap, "--data-dir", str(workdir), "--topic-prefix", PREFIX,
+                 "--group", group, "--metrics-port", str(port)]  # fmt: skip
+    env = dict(os.environ)
+    if variant == "per-record":
+        command = [sys.executable, "-c", PER_RECORD_SINK, *arguments]
+    else:
+        command = [sys.executable, "-m", "pinpipe.lake", *arguments]
+        if variant == "against":
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [against, env.get("PYTHONPATH")]))
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pinpipe.lake", "--bootstrap", bootstrap,
-             "--data-dir", str(workdir), "--topic-prefix", PREFIX, "--group", group,
-             "--metrics-port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     spawned = time.perf_counter()
     assigned = None
     while assigned is None:
         if "assigned [(" in log_path.read_text(errors="replace"):
             assigned = time.perf_counter()
+            cpu_at_start = cpu_seconds(process.pid)
         elif process.poll() is not None or time.perf_counter() - spawned > 120:
             raise SystemExit(f"sink did not start:\n{log_path.read_text()}")
         else:
@@ -113,22 +146,30 @@ def run_sink(bootstrap: str, workdir: Path, total: int) -> dict:
             raise SystemExit(f"sink exited:\n{log_path.read_text()}")
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    if process.wait(120) != 0:
+    # wait4: this child's own peak RSS (RUSAGE_CHILDREN would be the maximum of all children)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
         raise SystemExit(f"sink failed:\n{log_path.read_text()}")
     done = time.perf_counter()
     stats = json.loads(log_path.read_text().strip().splitlines()[-1])
     assert stats["records"] == total, stats
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_kib = usage.ru_maxrss
     lake = workdir / "lake"
     files = list(lake.rglob("*.parquet"))
-    return {
+    result = {
         "seconds": done - assigned,
         "startup": assigned - spawned,
         "rate": total / (done - assigned),
         "peak_rss_mb": peak_kib / 1024,
+        # CPU the sink process used per record while timed: steadier than wall time when
+        # neighbours load the machine.
+        "cpu_us": (usage.ru_utime + usage.ru_stime - cpu_at_start) / total * 1e6,
         "files": len(files),
         "lake_mb": sum(f.stat().st_size for f in files) / 1e6,
     }
+    shutil.rmtree(lake, ignore_errors=True)  # a 2M-record lake per run adds up
+    return result
 
 
 def baseline(bootstrap: str, workdir: Path, topic: str, count: int) -> dict:
@@ -155,17 +196,31 @@ def baseline(bootstrap: str, workdir: Path, topic: str, count: int) -> dict:
     return {"seconds": seconds, "rate": written / seconds, "files": written}
 
 
+VARIANTS = {
+    "bulk": "lake sink (Parquet zstd)",
+    "per-record": "lake sink, per-record loop",
+    "against": "lake sink from --against",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=2_000_000)
     parser.add_argument("--baseline", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=1, help="drains per variant, interleaved")
+    parser.add_argument("--per-record", action="store_true",
+                        help="also drain with the per-record buffering loop")
+    parser.add_argument("--against", metavar="SRC_DIR",
+                        help="also drain with the pinpipe package found in SRC_DIR")
     args = parser.parse_args()
-    console = Console()
+    variants = ["bulk"] + ["per-record"] * args.per_record + ["against"] * bool(args.against)
+    console = Console(width=max(Console().width, 150))  # the table's width even in a log
     workdir = Path(tempfile.mkdtemp(prefix="pinpipe-bench-lake-"))
     try:
         values = source_values(11_154)
         sizes = [len(value) for table in TABLES for value in values[table]]
         mean = sum(sizes) / len(sizes)
+        runs: list[tuple[str, dict]] = []
         with EmbeddedBroker(workdir / "logs") as broker:
             bootstrap = broker.bootstrap_servers
             ensure_topics({"bootstrap.servers": bootstrap}, all_topics(PREFIX), PARTITIONS)
@@ -173,23 +228,39 @@ def main() -> None:
             console.print(f"pre-filling {args.records:,} pin/geo/user records (mean {mean:.0f} B) ...")
             fill = prefill(bootstrap, values, args.records)
             console.print(f"pre-filled in {fill:.1f} s; draining with the lake sink ...")
-            sink = run_sink(bootstrap, workdir, args.records)
+            for run in range(args.repeat):
+                # Alternate the order between repeats: a neighbour's load hits both alike.
+                for variant in variants if run % 2 == 0 else variants[::-1]:
+                    result = run_sink(bootstrap, workdir, args.records, variant, args.against, run)
+                    console.print(f"  {VARIANTS[variant]}: {result['rate']:,.0f} records/s, "
+                                  f"{result['cpu_us']:.1f} CPU µs/record, "
+                                  f"peak RSS {result['peak_rss_mb']:.0f} MB")  # fmt: skip
+                    runs.append((variant, result))
             console.print("baseline: one JSON file per event ...")
             base = baseline(bootstrap, workdir, topic, min(args.baseline, args.records))
         table = RichTable(title=f"lake sink, {args.records:,} records x {mean:.0f} B, "
                                 f"{os.cpu_count()} cores")  # fmt: skip
-        for column in ("writer", "records", "seconds", "records/s", "files", "peak RSS", "note"):
+        for column in ("writer", "records", "seconds", "records/s", "CPU µs/record", "files",
+                       "peak RSS", "vs JSON", "note"):  # fmt: skip
             table.add_column(column, justify="right" if column not in ("writer", "note") else "left")
-        table.add_row("lake sink (Parquet zstd)", f"{args.records:,}", f"{sink['seconds']:.1f}",
-                      f"{sink['rate']:,.0f}", str(sink["files"]), f"{sink['peak_rss_mb']:.0f} MB",
-                      f"{sink['lake_mb']:.0f} MB on disk")  # fmt: skip
+        for variant in variants:
+            results = sorted((r for v, r in runs if v == variant), key=lambda r: r["rate"])
+            sink = results[len(results) // 2]  # the median run
+            spread = (f"; {len(results)} runs {results[0]['rate']:,.0f}-{results[-1]['rate']:,.0f}/s"
+                      if len(results) > 1 else "")  # fmt: skip
+            table.add_row(VARIANTS[variant], f"{args.records:,}", f"{sink['seconds']:.1f}",
+                          f"{sink['rate']:,.0f}", f"{sink['cpu_us']:.1f}", str(sink["files"]),
+                          f"{max(r['peak_rss_mb'] for r in results):.0f} MB",
+                          f"{sink['rate'] / base['rate']:.0f}x",
+                          f"{sink['lake_mb']:.0f} MB on disk{spread}")  # fmt: skip
         table.add_row("one JSON file per event", f"{base['files']:,}", f"{base['seconds']:.1f}",
-                      f"{base['rate']:,.0f}", f"{base['files']:,}", "-",
+                      f"{base['rate']:,.0f}", "-", f"{base['files']:,}", "-", "1x",
                       "baseline (no fsync)")  # fmt: skip
-        table.add_row("ratio", "", "", f"{sink['rate'] / base['rate']:.0f}x", "", "", "")
         console.print(table)
-        console.print(f"sink start + group join ({sink['startup']:.1f} s) not timed; "
-                      "targets: >= 150,000 records/s, peak RSS < 400 MB")  # fmt: skip
+        startup = max(r["startup"] for _, r in runs)
+        console.print(f"records/s: median run; peak RSS: the highest run. Sink start + group join "
+                      f"(up to {startup:.1f} s) not timed; targets: >= 150,000 records/s, "
+                      "peak RSS < 400 MB")  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from pinpipe.events import Table, spark_schema
+from pinpipe.events import CLEAN_COLUMNS, Table, spark_schema
 from pinpipe.placeholders import placeholders_of
 
 BROKER_TIMESTAMP = "broker_timestamp"
@@ -31,25 +31,6 @@ LAKE_PARTITION = "dt"
 CARRIED_COLUMNS: tuple[str, ...] = (*ARRIVAL_COLUMNS, LAKE_PARTITION)
 """Columns that ride along through parse and clean when the input has them."""
 
-CLEAN_COLUMNS: dict[Table, tuple[str, ...]] = {
-    Table.PIN: (
-        "ind",
-        "unique_id",
-        "title",
-        "description",
-        "follower_count",
-        "poster_name",
-        "tag_list",
-        "is_image_or_video",
-        "image_src",
-        "save_location",
-        "category",
-        "downloaded",
-    ),
-    Table.GEO: ("ind", "country", "coordinates", "timestamp"),
-    Table.USER: ("ind", "user_name", "age", "date_joined"),
-}
-"""Clean column order of each table (pin keeps ``downloaded`` after ``category``)."""
 
 QUARANTINE_COLUMNS: tuple[str, ...] = ("value", "reason", *ARRIVAL_COLUMNS)
 

@@ -55,6 +55,26 @@ RAW_FIELDS: dict[Table, tuple[str, ...]] = {
     Table.USER: ("ind", "first_name", "last_name", "age", "date_joined"),
 }
 
+CLEAN_COLUMNS: dict[Table, tuple[str, ...]] = {
+    Table.PIN: (
+        "ind",
+        "unique_id",
+        "title",
+        "description",
+        "follower_count",
+        "poster_name",
+        "tag_list",
+        "is_image_or_video",
+        "image_src",
+        "save_location",
+        "category",
+        "downloaded",
+    ),
+    Table.GEO: ("ind", "country", "coordinates", "timestamp"),
+    Table.USER: ("ind", "user_name", "age", "date_joined"),
+}
+"""Clean column order of each table (DATA_SPEC.md section 3; pin keeps ``downloaded`` last)."""
+
 DATETIME_FIELDS: dict[Table, tuple[str, ...]] = {
     Table.PIN: (),
     Table.GEO: ("timestamp",),

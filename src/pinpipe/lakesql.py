@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pinpipe.config import Settings
-from pinpipe.events import Table
+from pinpipe.events import CLEAN_COLUMNS, Table
 
 
 @dataclass(frozen=True)
@@ -35,33 +35,11 @@ def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _clean_columns() -> dict[Table, tuple[str, ...]]:
-    # The clean column order, without importing pyspark (cleaning imports it).
-    return {
-        Table.PIN: (
-            "ind",
-            "unique_id",
-            "title",
-            "description",
-            "follower_count",
-            "poster_name",
-            "tag_list",
-            "is_image_or_video",
-            "image_src",
-            "save_location",
-            "category",
-            "downloaded",
-        ),
-        Table.GEO: ("ind", "country", "coordinates", "timestamp"),
-        Table.USER: ("ind", "user_name", "age", "date_joined"),
-    }
-
-
 def lake_views(settings: Settings) -> dict[str, str]:
     """``CREATE VIEW`` statements for everything present in the lake, by view name."""
     lake = _lake_dir(settings)
     views: dict[str, str] = {}
-    for table, columns in _clean_columns().items():
+    for table, columns in CLEAN_COLUMNS.items():
         files = lake / "clean" / table.value
         if not any(files.glob("dt=*/*.parquet")):
             continue

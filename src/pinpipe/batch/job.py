@@ -160,7 +160,7 @@ def read_clean(settings: Settings, table: Table, *, spark: SparkSession) -> Data
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from pinpipe.cleaning import CLEAN_COLUMNS
+    from pinpipe.events import CLEAN_COLUMNS
 
     table = Table(table)
     directory = lake_path(settings, "clean", table.value)

@@ -15,7 +15,9 @@ value, so nothing is lost). A null value (tombstone) stays null in both columns.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from array import array
+from datetime import datetime, timedelta, timezone
+from itertools import accumulate
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,29 +34,88 @@ SCHEMA = pa.schema(
         pa.field("value_bytes", pa.binary()),
     ]
 )
+# Offsets of a binary/string array are int32: split a column that holds more (pa.array would).
+_MAX_CHUNK_BYTES = 2**31 - 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+# The columns are built from buffers, not with pa.array()/pa.scalar(): those import pandas on
+# first use when it is installed (the spark extra), which cost the sink ~55 MB of RSS and a
+# second of CPU, and converting a list of bytes that way was no faster.
+
+
+def _validity(items: list) -> pa.Buffer:
+    """Arrow validity bitmap of ``items`` (bit set = not None)."""
+    flags = bytes(item is not None for item in items)
+    return pa.Array.from_buffers(pa.uint8(), len(items), [None, pa.py_buffer(flags)]).cast(
+        pa.bool_()
+    ).buffers()[1]
+
+
+def _binary(items: list[bytes | None]) -> pa.Array | pa.ChunkedArray:
+    """A binary array of ``items`` (None = null): their bytes joined, plus int32 offsets."""
+    try:
+        data = b"".join(items)
+        validity = None
+        sizes = map(len, items)
+    except TypeError:  # nulls (tombstones, records without key)
+        data = b"".join(item for item in items if item is not None)
+        validity = _validity(items)
+        sizes = (len(item) if item is not None else 0 for item in items)
+    if len(data) > _MAX_CHUNK_BYTES and len(items) > 1:
+        half = len(items) // 2
+        parts = [_binary(items[:half]), _binary(items[half:])]
+        chunks = [c for part in parts for c in getattr(part, "chunks", [part])]
+        return pa.chunked_array(chunks, pa.binary())
+    offsets = array("i", accumulate(sizes, initial=0))
+    return pa.Array.from_buffers(pa.binary(), len(items),
+                                 [validity, pa.py_buffer(offsets), pa.py_buffer(data)])  # fmt: skip
+
+
+def _int64(type_: pa.DataType, items: list[int | None]) -> pa.Array:
+    """An int64-backed array (int64, timestamp) of ``items`` (None = null)."""
+    try:
+        return pa.Array.from_buffers(type_, len(items), [None, pa.py_buffer(array("q", items))])
+    except TypeError:  # nulls (records without a broker timestamp)
+        values = array("q", (item if item is not None else 0 for item in items))
+        return pa.Array.from_buffers(type_, len(items), [_validity(items), pa.py_buffer(values)])
+
+
+def _constant(type_: pa.DataType, value: bytes | int, rows: int) -> pa.Array:
+    """``rows`` copies of one value (a string's UTF-8 bytes, or an integer)."""
+    if isinstance(value, bytes):
+        single = pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(array("i", [0, len(value)])),
+                                                  pa.py_buffer(value)])  # fmt: skip
+    else:
+        code = "i" if type_.bit_width == 32 else "q"
+        single = pa.Array.from_buffers(type_, 1, [None, pa.py_buffer(array(code, [value]))])
+    return pa.repeat(single[0], rows)
+
+
+def _valid_utf8(item: bytes) -> bool:
+    try:
+        item.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _text(items: list[bytes | None], keep_invalid: bool) -> tuple[pa.Array, pa.Array | None]:
     """(string column, binary column of the invalid items or None if all were valid)."""
-    binary = pa.array(items, type=pa.binary())
+    binary = _binary(items)
     try:
         return binary.cast(pa.string()), None
     except pa.ArrowInvalid:
         pass
-    texts: list[str | None] = []
-    raw: list[bytes | None] = []
-    for item in items:
-        if item is None:
-            texts.append(None)
-            raw.append(None)
-            continue
-        try:
-            texts.append(item.decode("utf-8"))
-            raw.append(None)
-        except UnicodeDecodeError:
-            texts.append(None if keep_invalid else item.decode("utf-8", errors="replace"))
-            raw.append(item)
-    return pa.array(texts, type=pa.string()), pa.array(raw, type=pa.binary())
+    # Some item is not UTF-8 (a foreign producer): rare, so item by item.
+    valid = [item is None or _valid_utf8(item) for item in items]
+    if keep_invalid:
+        texts = [item if ok else None for item, ok in zip(items, valid, strict=True)]
+        raw = [None if ok else item for item, ok in zip(items, valid, strict=True)]
+        return _binary(texts).cast(pa.string()), _binary(raw)
+    texts = [item if ok else item.decode("utf-8", errors="replace").encode()
+             for item, ok in zip(items, valid, strict=True)]  # fmt: skip
+    return _binary(texts).cast(pa.string()), None
 
 
 def encode_records(
@@ -69,16 +130,17 @@ def encode_records(
     """The Arrow table of one file's records (all from one topic-partition)."""
     rows = len(offsets)
     written = written_at or datetime.now(timezone.utc)
+    written_us = (written - _EPOCH) // _MICROSECOND
     value_text, value_bytes = _text(values, keep_invalid=True)
     key_text, _ = _text(keys, keep_invalid=False)
     columns = [
         value_text,
         key_text,
-        pa.repeat(pa.scalar(topic, pa.string()), rows),
-        pa.repeat(pa.scalar(partition, pa.int32()), rows),
-        pa.array(offsets, type=pa.int64()),
-        pa.array(timestamps, type=pa.timestamp("ms", tz="UTC")),
-        pa.repeat(pa.scalar(written, pa.timestamp("us", tz="UTC")), rows),
+        _constant(pa.string(), topic.encode(), rows),
+        _constant(pa.int32(), partition, rows),
+        _int64(pa.int64(), offsets),
+        _int64(pa.timestamp("ms", tz="UTC"), timestamps),
+        _constant(pa.timestamp("us", tz="UTC"), written_us, rows),
         value_bytes if value_bytes is not None else pa.nulls(rows, pa.binary()),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
@@ -91,7 +153,7 @@ def to_parquet_bytes(table: pa.Table) -> pa.Buffer:
         table,
         sink,
         compression="zstd",
-        use_dictionary=["topic", "key"],
+        use_dictionary=["topic"],  # keys are near-unique: a dictionary made files bigger
         row_group_size=max(table.num_rows, 1),
         write_statistics=["offset", "timestamp"],
     )

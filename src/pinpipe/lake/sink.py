@@ -35,12 +35,20 @@ in storage retries) could still replace a file the new owner wrote. Partitions r
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import operator
 import signal
 import threading
 import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import accumulate, groupby, islice
+
+from confluent_kafka import Message
 
 from pinpipe.config import Settings
 from pinpipe.events import all_topics
@@ -93,6 +101,24 @@ class _Segment:
 
 
 TopicPartitionKey = tuple[str, int]
+
+def _runs(messages: list) -> list[tuple[str, int, int, int]]:
+    """(topic, partition, start, end) of each run of consecutive messages of one partition."""
+    topics = list(map(Message.topic, messages))
+    runs = []
+    start = 0
+    for partition, group in groupby(map(Message.partition, messages)):
+        end = start + len(list(group))
+        topic = topics[start]
+        if topics[start:end].count(topic) == end - start:
+            runs.append((topic, partition, start, end))
+        else:  # the same partition number in two topics, back to back
+            for topic, same in groupby(topics[start:end]):
+                length = len(list(same))
+                runs.append((topic, partition, start, start + length))
+                start += length
+        start = end
+    return runs
 
 
 class LakeSink:
@@ -261,7 +287,100 @@ class LakeSink:
     # --- buffering --------------------------------------------------------------------------
 
     def _add(self, messages) -> None:
-        """Buffer a batch; a segment closed by count, bytes or day change joins ``_closed``."""
+        """Buffer a batch; a segment closed by count, bytes or day change joins ``_closed``.
+
+        The batch is taken a topic-partition run at a time (librdkafka hands out each
+        partition's records in fetched runs): a run with increasing offsets, broker timestamps
+        and one UTC day is appended in bulk (:meth:`_add_run`); any other run goes through the
+        per-record loop (:meth:`_add_records`). Both cut files at the same records.
+        """
+        if any(map(Message.error, messages)):  # rare: report them, buffer the rest
+            for message in messages:
+                if message.error() is not None:
+                    self._consumer_error(message.error())
+            messages = [message for message in messages if message.error() is None]
+        for topic, partition, start, end in _runs(messages):
+            run = messages[start:end]
+            if not self._add_run((topic, partition), run):
+                self._add_records(run)
+        self.metrics.buffered_bytes.set(self._buffered)
+        self.metrics.consumed.inc(len(messages))
+
+    def _add_run(self, key: TopicPartitionKey, run: list) -> bool:
+        """Append one topic-partition's run of records in bulk; False if it needs the
+        per-record loop (offsets not increasing or already taken, a record without broker
+        timestamp, or records of two UTC days)."""
+        expected = self._next.get(key)
+        if expected is None:
+            return True  # not ours (any more)
+        offsets = list(map(Message.offset, run))
+        # librdkafka reports a missing timestamp as -1: any value <= 0 takes the slow path.
+        timestamps = [message.timestamp()[1] for message in run]
+        earliest = min(timestamps)
+        day = earliest // MS_PER_DAY
+        if (
+            earliest <= 0
+            or max(timestamps) // MS_PER_DAY != day
+            or offsets[0] < expected
+            or not all(map(operator.lt, offsets, islice(offsets, 1, None)))
+        ):
+            return False
+        segment = self._open.get(key)
+        if segment is not None and segment.day != day:
+            self._close(key)  # the whole run belongs to another day
+        values = list(map(Message.value, run))
+        try:
+            sizes = list(map(len, values))
+        except TypeError:  # a null value (tombstone) counts as 0 bytes
+            sizes = [len(value) if value is not None else 0 for value in values]
+        self._append(key, day, values, list(map(Message.key, run)), offsets, timestamps, sizes)
+        return True
+
+    def _append(self, key: TopicPartitionKey, day: int, values: list, keys: list,
+                offsets: list[int], timestamps: list[int], sizes: list[int]) -> None:
+        """Append records of one day to the key's segments, cutting files exactly where the
+        per-record loop would: after the record that reaches ``rotate_records`` or
+        ``rotate_bytes``, and relieving memory after the record that crosses the cap."""
+        rotate_records = self.lake.rotate_records
+        rotate_bytes = self.lake.rotate_bytes
+        cap = self.lake.max_buffer_bytes
+        cumulative = list(accumulate(sizes, initial=0))  # value bytes of the first j records
+        total = len(offsets)
+        start = 0
+        while start < total:
+            segment = self._open.get(key)
+            if segment is None:
+                segment = self._open[key] = _Segment(key[0], key[1], offsets[start], day)
+            base = cumulative[start]
+            # The records [start, end) go in; end is the first record count at which a limit hits.
+            end = min(total, start + rotate_records - len(segment.offsets))
+            end = min(end, bisect_left(cumulative, rotate_bytes - segment.value_bytes + base,
+                                       start + 1, end + 1))  # fmt: skip
+            memory_target = cap - self._buffered + base + start * RECORD_OVERHEAD_BYTES
+            end = min(end, bisect_right(range(end + 1), memory_target, start + 1, end + 1,
+                                        key=lambda j: cumulative[j] + j * RECORD_OVERHEAD_BYTES))
+            value_bytes = cumulative[end] - base
+            memory = value_bytes + (end - start) * RECORD_OVERHEAD_BYTES
+            segment.values += values[start:end]
+            segment.keys += keys[start:end]
+            segment.offsets += offsets[start:end]
+            segment.timestamps += timestamps[start:end]
+            segment.value_bytes += value_bytes
+            segment.memory += memory
+            self._buffered += memory
+            self._next[key] = offsets[end - 1] + 1
+            if len(segment.offsets) >= rotate_records or segment.value_bytes >= rotate_bytes:
+                self._close(key)
+            if self._buffered > cap:
+                self._relieve_memory()
+                self._flush_round()
+                if key not in self._next:  # the commit found the partition lost
+                    return
+            start = end
+
+    def _add_records(self, messages) -> None:
+        """The per-record loop: any records, in order (re-deliveries, missing timestamps,
+        a day change inside a run)."""
         rotate_records = self.lake.rotate_records
         rotate_bytes = self.lake.rotate_bytes
         segments = self._open
@@ -269,9 +388,6 @@ class LakeSink:
         buffered = 0
         headroom = self.lake.max_buffer_bytes - self._buffered
         for message in messages:
-            if message.error() is not None:
-                self._consumer_error(message.error())
-                continue
             key = (message.topic(), message.partition())
             offset = message.offset()
             next_offset = expected.get(key)
@@ -307,8 +423,6 @@ class LakeSink:
                 self._flush_round()
                 headroom = self.lake.max_buffer_bytes - self._buffered
         self._buffered += buffered
-        self.metrics.buffered_bytes.set(self._buffered)
-        self.metrics.consumed.inc(len(messages))
 
     def _close(self, key: TopicPartitionKey) -> None:
         segment = self._open.pop(key, None)
@@ -474,12 +588,37 @@ def run_sink(
     if metrics_port is not None:
         metrics.serve(metrics_port)
     sink = LakeSink(settings, bootstrap, stop_event, metrics)
+    owns_process = threading.current_thread() is threading.main_thread()
     previous: dict[int, object] = {}
-    if threading.current_thread() is threading.main_thread():
+    if owns_process:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda *_: stop_event.set())
     try:
-        return sink.run()
+        with _collector_tuned() if owns_process else contextlib.nullcontext():
+            return sink.run()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _collector_tuned(young_threshold: int = 100_000) -> Iterator[None]:
+    """Keep Python's cycle collector from walking every consumed message (process-wide).
+
+    Each batch allocates ``consume_batch`` Message objects that the collector tracks; with the
+    default threshold (700 allocations) it ran ~15 young collections per batch, each walking
+    messages still alive, and promoted them to older generations that it walked again. The
+    messages die by reference counting once a batch is buffered, so collecting every
+    ``young_threshold`` allocations loses nothing; ``gc.freeze`` leaves the objects made at
+    start-up (modules, settings) out of full collections. Measured: 2.4 instead of 2.9-3.1 CPU
+    µs per record (bench/bench_lake_sink.py). Only when the sink owns the process (run_sink in
+    the main thread), like the signal handlers.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(young_threshold, thresholds[0]), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
