@@ -1,19 +1,33 @@
-"""Speed-layer latency: broker acknowledgement -> row visible in PostgreSQL.
+"""Speed-layer latency: acknowledgement -> row visible in PostgreSQL, at a steady rate.
 
 Starts an embedded broker and PostgreSQL (or uses PINPIPE_* settings), runs the stream job in
-this process, produces ``--rate`` posts per second (three records each: pin, geo, user, as the
-ingest API stores them) for ``--duration`` seconds, then reports, per pin, the time from the
-producer's delivery acknowledgement to the row's ``updated_at`` (commit time of its micro-batch):
-p50 / p99 / max, and the lag (acknowledged but not yet visible) sampled every second.
+this process, and sends ``--rate`` posts per second (three records each: pin, geo, user) for
+``--duration`` seconds, in one of two ways:
+
+``--via kafka`` (default)
+    a producer writes the records the way the ingest API stores them; a pin is acknowledged
+    when the broker acknowledges its delivery;
+``--via api``
+    the emulator (:mod:`pinpipe.source.emulator`, native wire format) posts to the ingest API
+    (:func:`pinpipe.demo.running_api`, in this process); a pin is acknowledged when the API
+    answers its request (the API answers after the broker acknowledged). The emulator draws
+    random source rows, so a pin arrives many times: its latency is from its *last*
+    acknowledgement.
+
+Latency is measured per pin, from its acknowledgement to the row's ``updated_at`` (the
+upsert inside its micro-batch's transaction). Lag is records acknowledged minus records
+committed by the stream job (``pinpipe.stream_batch.records``), sampled every second. Peak RSS
+is the stream job's: this process, its JVM and the PySpark workers (not the broker, not
+PostgreSQL). Prints one table::
 
     .venv/bin/python bench/bench_speed.py --rate 2000 --duration 300
-
-This bypasses the HTTP API (the API adds its own produce latency, measured by bench_ingest.py).
+    .venv/bin/python bench/bench_speed.py --via api --rate 2000 --duration 300
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import tempfile
@@ -23,18 +37,140 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 import psycopg
+
+
+class PeakRss:
+    """Samples the RSS of this process plus its JVM and PySpark workers; keeps the peak."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._me = psutil.Process()
+
+    def sample(self) -> None:
+        total = self._me.memory_info().rss
+        for child in self._me.children(recursive=True):
+            try:
+                if child.name().startswith(("java", "python")):
+                    total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        self.peak = max(self.peak, total)
+
+
+def committed_records(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute("SELECT coalesce(sum(records), 0) FROM pinpipe.stream_batch").fetchone()[0])
+
+
+def wait_for_pins(dsn: str, at_least: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(dsn) as conn:
+                if conn.execute("SELECT count(*) FROM pinpipe.pin").fetchone()[0] >= at_least:
+                    return True
+        except psycopg.Error:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def post_records(index: int, uid: str) -> dict:
+    from pinpipe.events import Table
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {
+        Table.PIN: {"index": index, "unique_id": uid, "title": "t", "description": "d",
+                    "poster_name": "p", "follower_count": "26k", "tag_list": "a,b",
+                    "is_image_or_video": "image", "image_src": "https://x/y.jpg",
+                    "downloaded": 1, "save_location": "Local save in /data/art", "category": "art"},
+        Table.GEO: {"ind": index, "timestamp": now, "latitude": -5.0, "longitude": 10.0, "country": "Chad"},
+        Table.USER: {"ind": index, "first_name": "A", "last_name": "B", "age": 30, "date_joined": now},
+    }
+
+
+def load_via_kafka(settings, bootstrap: str, args, acked: dict[str, float], tick) -> int:
+    """Produce ``rate`` posts/s straight to the topics; returns records acknowledged."""
+    from confluent_kafka import Producer
+
+    from pinpipe.events import Table, topic_name
+
+    prefix = settings.broker.topic_prefix
+    producer = Producer({**settings.broker.client_config(bootstrap), "linger.ms": 2, "acks": "all"})
+    delivered_records = [0]
+
+    def delivered(error, message) -> None:
+        if error is None:
+            delivered_records[0] += 1
+            if message.topic().endswith(".pin"):
+                acked[message.key().decode()] = time.time()
+
+    began, sent = time.monotonic(), 0
+    while time.monotonic() - began < args.duration:
+        due = int((time.monotonic() - began) * args.rate)
+        while sent < due:
+            uid = str(uuid.uuid4())
+            for table, record in post_records(sent, uid).items():
+                key = uid if table is Table.PIN else str(sent)
+                producer.produce(topic_name(prefix, table), key=key.encode(),
+                                 value=json.dumps(record, separators=(",", ":")).encode(),
+                                 on_delivery=delivered)
+            sent += 1
+        producer.poll(0)
+        tick(delivered_records[0])
+        time.sleep(0.002)
+    producer.flush(60)
+    return delivered_records[0]
+
+
+def load_via_api(settings, bootstrap: str, args, acked: dict[str, float], tick) -> int:
+    """Run the emulator against the ingest API at ``rate`` posts/s; returns records accepted."""
+    from pinpipe.demo import running_api
+    from pinpipe.ingest.server import with_bootstrap
+    from pinpipe.source.emulator import Emulator, EmulatorPlan
+    from pinpipe.source.generator import generate_tables
+    from pinpipe.source.wire import WireFormat
+
+    class AckClockEmulator(Emulator):
+        """Notes when the API acknowledged each pin of a successful request."""
+
+        async def _send(self, client, request) -> None:
+            before = self.stats.accepted
+            await super()._send(client, request)
+            if self.stats.accepted > before:
+                now = time.time()
+                for record in json.loads(request.body):
+                    if record["table"] == "pin":
+                        acked[str(record["value"]["unique_id"])] = now
+            tick(self.stats.accepted)
+
+    tables = generate_tables(seed=7)
+    api_settings = with_bootstrap(settings, bootstrap).model_copy(
+        update={"ingest": settings.ingest.model_copy(update={"port": 0})}
+    )
+    with running_api(api_settings) as url:
+        plan = EmulatorPlan(base_url=url, wire_format=WireFormat.NATIVE, rate=args.rate,
+                            duration_s=args.duration, batch_size=args.api_batch, concurrency=8)
+        emulator = AckClockEmulator(tables, plan)
+        stats = asyncio.run(emulator.run_async())
+    print(f"emulator: {stats.as_dict()}", flush=True)
+    return stats.accepted
 
 
 def main() -> None:
     import logging
 
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pinpipe.speed").setLevel(logging.INFO)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2000.0, help="posts per second (x3 records)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
     parser.add_argument("--trigger-s", type=float, default=1.0)
+    parser.add_argument("--via", choices=("kafka", "api"), default="kafka")
+    parser.add_argument("--api-batch", type=int, default=20, help="posts per API request (--via api)")
+    parser.add_argument("--label", default="", help="a name for the table's row")
     args = parser.parse_args()
 
     from confluent_kafka import Producer
@@ -47,7 +183,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pinpipe-bench-speed-", dir="/tmp"))
     workdir.chmod(0o755)
     settings = load_settings(data_dir=workdir, speed={"trigger_s": args.trigger_s})
-    prefix = settings.broker.topic_prefix
+    rss = PeakRss()
     with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
         stop = threading.Event()
         job = threading.Thread(
@@ -55,85 +191,61 @@ def main() -> None:
             kwargs={"trigger_s": args.trigger_s, "stop_event": stop}, daemon=True,
         )
         job.start()
-        acked: dict[str, float] = {}
-        producer = Producer({**settings.broker.client_config(bootstrap), "linger.ms": 2, "acks": "all"})
-
-        def delivered(error, message) -> None:
-            if error is None and message.topic().endswith(".pin"):
-                acked[message.key().decode()] = time.time()
-
         # warm up: one post through the whole path before the clock starts
-        warm = {"index": 0, "unique_id": "warm-up", "category": "art"}
-        producer.produce(topic_name(prefix, Table.PIN), key=b"warm-up", value=json.dumps(warm).encode())
+        producer = Producer(settings.broker.client_config(bootstrap))
+        warm = json.dumps({"index": 0, "unique_id": "warm-up", "category": "art"}).encode()
+        producer.produce(topic_name(settings.broker.topic_prefix, Table.PIN), key=b"warm-up", value=warm)
         producer.flush(30)
+        if not wait_for_pins(dsn, 1, 300):
+            raise SystemExit("the stream job did not write the warm-up record in 300 s")
+        warm_records = committed_records(dsn)
+
+        acked: dict[str, float] = {}
+        lag_samples: list[int] = []
+        next_sample = [time.monotonic() + 1]
+
+        def tick(records_acked: int) -> None:
+            if time.monotonic() >= next_sample[0]:
+                next_sample[0] += 1
+                lag_samples.append(records_acked - (committed_records(dsn) - warm_records))
+                rss.sample()
+
+        print(f"sending {args.rate:.0f} posts/s for {args.duration:.0f} s via {args.via} ...", flush=True)
+        if args.via == "kafka":
+            total = load_via_kafka(settings, bootstrap, args, acked, tick)
+        else:
+            total = load_via_api(settings, bootstrap, args, acked, tick)
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                with psycopg.connect(dsn) as conn:
-                    if conn.execute("SELECT count(*) FROM pinpipe.pin").fetchone()[0]:
-                        break
-            except psycopg.Error:
-                pass
+        while time.monotonic() < deadline and committed_records(dsn) - warm_records < total:
+            rss.sample()
             time.sleep(0.5)
-        acked.clear()
-        print(f"producing {args.rate:.0f} posts/s for {args.duration:.0f} s ...", flush=True)
-        began, sent, lag_samples = time.monotonic(), 0, []
-        next_sample = began + 1
-        while time.monotonic() - began < args.duration:
-            due = int((time.monotonic() - began) * args.rate)
-            while sent < due:
-                ind, uid = sent, str(uuid.uuid4())
-                now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-                records = {
-                    Table.PIN: {"index": ind, "unique_id": uid, "title": "t", "description": "d",
-                                "poster_name": "p", "follower_count": "26k", "tag_list": "a,b",
-                                "is_image_or_video": "image", "image_src": "https://x/y.jpg",
-                                "downloaded": 1, "save_location": "Local save in /data/art", "category": "art"},
-                    Table.GEO: {"ind": ind, "timestamp": now, "latitude": -5.0, "longitude": 10.0, "country": "Chad"},
-                    Table.USER: {"ind": ind, "first_name": "A", "last_name": "B", "age": 30, "date_joined": now},
-                }
-                for table, record in records.items():
-                    key = uid if table is Table.PIN else str(ind)
-                    producer.produce(topic_name(prefix, table), key=key.encode(),
-                                     value=json.dumps(record, separators=(",", ":")).encode(),
-                                     on_delivery=delivered)
-                sent += 1
-            producer.poll(0)
-            if time.monotonic() >= next_sample:
-                next_sample += 1
-                with psycopg.connect(dsn) as conn:
-                    visible = conn.execute("SELECT count(*) FROM pinpipe.pin").fetchone()[0] - 1
-                lag_samples.append(len(acked) - visible)
-            time.sleep(0.002)
-        producer.flush(60)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with psycopg.connect(dsn) as conn:
-                if conn.execute("SELECT count(*) FROM pinpipe.pin").fetchone()[0] > len(acked):
-                    break
-            time.sleep(0.5)
+        drained = committed_records(dsn) - warm_records >= total
         stop.set()
         job.join(timeout=60)
         with psycopg.connect(dsn) as conn:
             rows = conn.execute("SELECT unique_id, extract(epoch FROM updated_at) FROM pinpipe.pin").fetchall()
-            batch_stats = conn.execute(
-                "SELECT count(*), avg(records), extract(epoch FROM max(committed_at) - min(committed_at))"
-                " FROM pinpipe.stream_batch"
+            batches, mean_records = conn.execute(
+                "SELECT count(*), avg(records) FROM pinpipe.stream_batch"
             ).fetchone()
-    latencies = sorted(float(seen) - acked[uid] for uid, seen in rows if uid in acked)
+    latencies = sorted(float(seen) - acked[uid] for uid, seen in rows if uid in acked and float(seen) >= acked[uid])
     if not latencies:
-        print("no rows reached PostgreSQL")
-        return
-    quantiles = statistics.quantiles(latencies, n=100)
-    count, mean_records, span = batch_stats
-    print(f"micro-batches {count}, {float(mean_records or 0):.0f} records each on average, "
-          f"one every {float(span or 0) / max(count - 1, 1):.2f} s")
-    print(f"posts acknowledged {len(acked)}, visible {len(latencies)}")
-    print(f"latency ack -> PostgreSQL: p50 {quantiles[49]:.2f} s, p99 {quantiles[98]:.2f} s, max {latencies[-1]:.2f} s")
-    if lag_samples:
-        third = max(1, len(lag_samples) // 3)
-        print(f"lag (posts not yet visible): first third avg {statistics.mean(lag_samples[:third]):.0f}, "
-              f"last third avg {statistics.mean(lag_samples[-third:]):.0f}, max {max(lag_samples)}")
+        raise SystemExit("no acknowledged pin reached PostgreSQL")
+    q = statistics.quantiles(latencies, n=100)
+    third = max(1, len(lag_samples) // 3)
+    lag_start = statistics.mean(lag_samples[:third]) if lag_samples else float("nan")
+    lag_end = statistics.mean(lag_samples[-third:]) if lag_samples else float("nan")
+    header = ("run", "via", "posts/s", "s", "pins", "p50 s", "p95 s", "p99 s", "max s",
+              "lag start", "lag end", "lag max", "batches", "rec/batch", "peak RSS MiB", "drained")
+    values = (args.label or "-", args.via, f"{args.rate:.0f}", f"{args.duration:.0f}", str(len(latencies)),
+              f"{q[49]:.2f}", f"{q[94]:.2f}", f"{q[98]:.2f}", f"{latencies[-1]:.2f}",
+              f"{lag_start:.0f}", f"{lag_end:.0f}", str(max(lag_samples, default=0)), str(batches),
+              f"{float(mean_records or 0):.0f}", f"{rss.peak / 2**20:.0f}", "yes" if drained else "NO")
+    widths = [max(len(h), len(v)) for h, v in zip(header, values)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |")
+    print("lag = records acknowledged but not yet committed by the stream job (first / last third "
+          "of the run, averaged); latency = ack -> row upserted in PostgreSQL, per pin")
 
 
 if __name__ == "__main__":

@@ -31,13 +31,27 @@ def users(*rows: tuple[int, str, datetime, int]) -> pa.Table:
     })
 
 
-def categories(*rows: tuple[datetime, str, int]) -> pa.Table:
+def pins(*rows: tuple[str, str | None, str | None, int | None, datetime, int]) -> pa.Table:
+    """Clean pin rows ``(unique_id, category, poster_name, follower_count, broker time, offset)``."""
+    n = len(rows)
+    text = pa.array([None] * n, pa.string())
     return pa.table({
-        "window_start": pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC")),
-        "window_end": pa.array([r[0] + timedelta(minutes=1) for r in rows], pa.timestamp("us", tz="UTC")),
-        "category": [r[1] for r in rows],
-        "events": pa.array([r[2] for r in rows], pa.int64()),
+        "ind": pa.array(range(n), pa.int32()),
+        "unique_id": [r[0] for r in rows],
+        "title": text, "description": text,
+        "follower_count": pa.array([r[3] for r in rows], pa.int64()),
+        "poster_name": pa.array([r[2] for r in rows], pa.string()),
+        "tag_list": text, "is_image_or_video": text, "image_src": text, "save_location": text,
+        "category": pa.array([r[1] for r in rows], pa.string()),
+        "downloaded": pa.array([1] * n, pa.int32()),
+        "broker_timestamp": pa.array([r[4] for r in rows], pa.timestamp("us", tz="UTC")),
+        "kafka_partition": pa.array([0] * n, pa.int32()),
+        "kafka_offset": pa.array([r[5] for r in rows], pa.int64()),
     })
+
+
+def art(unique_id: str, at: datetime, offset: int) -> tuple:
+    return (unique_id, "art", None, None, at, offset)
 
 
 @pytest.fixture
@@ -53,25 +67,25 @@ def names(dsn: str) -> dict[int, str]:
 
 
 def test_a_replayed_batch_writes_nothing(writer, fresh_dsn):
-    batch = {Table.USER: users((1, "Ada", T0, 5))}
-    first = writer.write("q", 0, batch, None, {"category_per_minute": categories((T0, "art", 2))}, TOPICS)
-    again = writer.write("q", 0, batch, None, {"category_per_minute": categories((T0, "art", 2))}, TOPICS)
+    batch = {Table.USER: users((1, "Ada", T0, 5)), Table.PIN: pins(art("a", T0, 1), art("b", T0, 2))}
+    first = writer.write("q", 0, batch, None, TOPICS)
+    again = writer.write("q", 0, batch, None, TOPICS)
     assert not first.replayed and again.replayed
     assert query(fresh_dsn, "SELECT events FROM pinpipe.category_per_minute") == [{"events": 2}]
 
 
 def test_last_arrival_wins_within_and_across_batches(writer, fresh_dsn):
-    writer.write("q", 0, {Table.USER: users((1, "old", T0, 5), (1, "new", T0, 6), (2, "b", T0, 7))}, None, {}, TOPICS)
+    writer.write("q", 0, {Table.USER: users((1, "old", T0, 5), (1, "new", T0, 6), (2, "b", T0, 7))}, None, TOPICS)
     assert names(fresh_dsn) == {1: "new", 2: "b"}
     later = T0 + timedelta(seconds=1)
     # an earlier arrival seen late (e.g. re-read by a new checkpoint) does not overwrite
-    writer.write("q", 1, {Table.USER: users((1, "older", T0, 4), (2, "b2", later, 1))}, None, {}, TOPICS)
+    writer.write("q", 1, {Table.USER: users((1, "older", T0, 4), (2, "b2", later, 1))}, None, TOPICS)
     assert names(fresh_dsn) == {1: "new", 2: "b2"}
 
 
 def test_blank_natural_key_becomes_a_dead_letter(writer, fresh_dsn):
     blank = users((1, "x", T0, 9)).set_column(0, "ind", pa.array([None], pa.int32()))
-    outcome = writer.write("q", 0, {Table.USER: blank}, None, {}, TOPICS)
+    outcome = writer.write("q", 0, {Table.USER: blank}, None, TOPICS)
     assert outcome.dead_letters == 1
     assert query(fresh_dsn, "SELECT topic, kafka_offset, reason FROM pinpipe.dead_letter") == [
         {"topic": "p.user", "kafka_offset": 9, "reason": "ind is blank after cleaning"}
@@ -80,20 +94,47 @@ def test_blank_natural_key_becomes_a_dead_letter(writer, fresh_dsn):
 
 def test_metrics_add_up_and_windows_behind_the_watermark_are_final(writer, fresh_dsn):
     minute = T0.replace(second=0)
-    writer.write("q", 0, {Table.USER: users((1, "a", T0, 1))}, None,
-                 {"category_per_minute": categories((minute, "art", 2))}, TOPICS)
-    # watermark is now T0 - 5 min: a window 3 minutes back is still open, 10 minutes back is final
-    outcome = writer.write("q", 1, {Table.USER: users((2, "b", T0, 2))}, None, {
-        "category_per_minute": categories(
-            (minute, "art", 1), (minute - timedelta(minutes=3), "art", 1),
-            (minute - timedelta(minutes=10), "art", 1),
-        )
-    }, TOPICS)
+    writer.write("q", 0, {Table.PIN: pins(art("a", T0, 1), art("b", T0 + timedelta(seconds=5), 2))}, None, TOPICS)
+    # watermark is now T0 + 5 s - 5 min: a window 3 minutes back is still open, 10 minutes back is final
+    outcome = writer.write("q", 1, {Table.PIN: pins(
+        art("c", T0, 3), art("d", T0 - timedelta(minutes=3), 4), art("e", T0 - timedelta(minutes=10), 5),
+    )}, None, TOPICS)
     assert outcome.late_dropped == 1
-    rows = query(fresh_dsn, "SELECT window_start, events FROM pinpipe.category_per_minute ORDER BY 1")
+    rows = query(fresh_dsn, "SELECT window_start, window_end, events FROM pinpipe.category_per_minute ORDER BY 1")
     assert rows == [
-        {"window_start": minute - timedelta(minutes=3), "events": 1},
-        {"window_start": minute, "events": 3},
+        {"window_start": minute - timedelta(minutes=3), "window_end": minute - timedelta(minutes=2), "events": 1},
+        {"window_start": minute, "window_end": minute + timedelta(minutes=1), "events": 3},
     ]
     text = "SELECT max_event_time, watermark FROM pinpipe.stream_watermark WHERE query_id = 'q'"
-    assert query(fresh_dsn, text) == [{"max_event_time": T0, "watermark": T0 - timedelta(minutes=5)}]
+    later = T0 + timedelta(seconds=5)
+    assert query(fresh_dsn, text) == [{"max_event_time": later, "watermark": later - timedelta(minutes=5)}]
+
+
+def test_poster_activity_counts_each_sliding_window_holding_the_post(fresh_dsn):
+    apply_migrations(fresh_dsn)
+    writer = PostgresWriter(fresh_dsn, lateness_s=3600, poster_window_s=120, poster_slide_s=60)
+    try:
+        # T0 is 12:00:30: the 2-minute windows every minute holding it start at 11:59 and 12:00.
+        writer.write("q", 0, {Table.PIN: pins(
+            ("a", "art", "Ann", 10, T0, 1), ("b", None, "Ann", 30, T0, 2), ("c", "art", None, 99, T0, 3),
+            ("d", "art", "Bob", None, T0 + timedelta(seconds=40), 4),  # 12:01:10: windows 12:00, 12:01
+        )}, None, TOPICS)
+    finally:
+        writer.close()
+    at = T0.replace(minute=0, second=0)
+    rows = query(fresh_dsn, "SELECT window_start, window_end, poster_name, posts, max_follower_count "
+                            "FROM pinpipe.poster_activity ORDER BY 1, 3")
+    assert rows == [
+        {"window_start": at - timedelta(minutes=1), "window_end": at + timedelta(minutes=1),
+         "poster_name": "Ann", "posts": 2, "max_follower_count": 30},
+        {"window_start": at, "window_end": at + timedelta(minutes=2), "poster_name": "Ann", "posts": 2,
+         "max_follower_count": 30},
+        {"window_start": at, "window_end": at + timedelta(minutes=2), "poster_name": "Bob", "posts": 1,
+         "max_follower_count": None},
+        {"window_start": at + timedelta(minutes=1), "window_end": at + timedelta(minutes=3),
+         "poster_name": "Bob", "posts": 1, "max_follower_count": None},
+    ]
+    # Pins without a category count nowhere in category_per_minute.
+    assert query(fresh_dsn, "SELECT window_start, events FROM pinpipe.category_per_minute ORDER BY 1") == [
+        {"window_start": at, "events": 2}, {"window_start": at + timedelta(minutes=1), "events": 1},
+    ]

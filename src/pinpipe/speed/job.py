@@ -1,11 +1,12 @@
 """The stream job (``pinpipe stream``): Kafka -> the shared cleaning -> PostgreSQL, exactly once.
 
 One Structured Streaming query reads the three table topics. Each micro-batch is turned into
-one DataFrame holding every output (clean rows of the three tables, unparseable records,
-partial metric counts; :func:`batch_outputs`), collected once as Arrow and written by
+one DataFrame holding every row output (clean rows of the three tables, unparseable records;
+:func:`batch_outputs`), computed in one Spark task, collected once as Arrow and written by
 :class:`~pinpipe.speed.writer.PostgresWriter` in one transaction that also records the batch
-id. The Kafka offsets live in the Spark checkpoint; a crash replays the last batch with the
-same offsets and id, which the writer recognises.
+id and adds the real-time metric counts (in SQL, :mod:`pinpipe.speed.metrics`). The Kafka
+offsets live in the Spark checkpoint; a crash replays the last batch with the same offsets and
+id, which the writer recognises.
 """
 
 from __future__ import annotations
@@ -75,19 +76,24 @@ def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str) -> DataF
     )
 
 
-def batch_outputs(raw: DataFrame, topics: dict[Table, str], settings: Settings) -> DataFrame:
-    """Every output of one micro-batch as one DataFrame, rows tagged by ``_output``.
+def batch_outputs(raw: DataFrame, topics: dict[Table, str]) -> DataFrame:
+    """Every row output of one micro-batch as one DataFrame, rows tagged by ``_output``.
 
     ``pin`` / ``geo`` / ``user``: clean rows (:mod:`pinpipe.cleaning`) with arrival columns;
-    ``dead_letter``: records that could not be parsed, with the reason; and one tag per metric
-    table (:mod:`pinpipe.speed.metrics`). One DataFrame means one Spark job per micro-batch.
+    ``dead_letter``: records that could not be parsed, with the reason. One DataFrame means
+    one Spark job per micro-batch; it has no shuffle (the metrics are counted in PostgreSQL,
+    :mod:`pinpipe.speed.metrics`).
     """
     from pyspark.sql import functions as F
 
-    from pinpipe.cleaning import BROKER_TIMESTAMP, CLEANERS, KAFKA_OFFSET, KAFKA_PARTITION, parse_raw
-    from pinpipe.speed import metrics
+    from pinpipe.cleaning import (
+        BROKER_TIMESTAMP,
+        CLEANERS,
+        KAFKA_OFFSET,
+        KAFKA_PARTITION,
+        parse_raw,
+    )
 
-    speed = settings.speed
     parts = []
     for table, topic in topics.items():
         rows = raw.where(F.col("topic") == topic)
@@ -101,15 +107,8 @@ def batch_outputs(raw: DataFrame, topics: dict[Table, str], settings: Settings) 
         )
         parts.append(not_text.withColumn("topic", F.lit(topic)).withColumn(OUTPUT, F.lit(DEAD_LETTER)))
         good, bad = parse_raw(rows.where(F.col("value_bytes").isNull()).drop("value_bytes"), table)
-        clean = CLEANERS[table](good)
-        parts.append(clean.withColumn(OUTPUT, F.lit(table.value)))
+        parts.append(CLEANERS[table](good).withColumn(OUTPUT, F.lit(table.value)))
         parts.append(bad.withColumn("topic", F.lit(topic)).withColumn(OUTPUT, F.lit(DEAD_LETTER)))
-        if table is Table.PIN:
-            parts.append(metrics.category_per_minute(clean).withColumn(OUTPUT, F.lit("category_per_minute")))
-            activity = metrics.poster_activity(clean, speed.poster_window_s, speed.poster_slide_s)
-            parts.append(activity.withColumn(OUTPUT, F.lit("poster_activity")))
-        elif table is Table.GEO:
-            parts.append(metrics.country_per_minute(clean).withColumn(OUTPUT, F.lit("country_per_minute")))
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
 
 
@@ -132,8 +131,15 @@ class MicroBatchHandler:
         self.settings = settings
         self.topics = table_topics(settings)
         self.checkpoint = checkpoint
-        self.writer = PostgresWriter(dsn, lateness_s=settings.speed.lateness_s)
+        speed = settings.speed
+        self.writer = PostgresWriter(
+            dsn,
+            lateness_s=speed.lateness_s,
+            poster_window_s=speed.poster_window_s,
+            poster_slide_s=speed.poster_slide_s,
+        )
         self._query_id: str | None = None
+        self.query: StreamingQuery | None = None  # set by start_stream, for progress in the log
 
     def query_id(self) -> str:
         """The query's id, kept in the checkpoint: the same across restarts, new for a new one."""
@@ -144,28 +150,45 @@ class MicroBatchHandler:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         began = time.monotonic()
-        raw = batch.persist()
+        # One task reads every Kafka partition of the batch once (cached: the nine branches of
+        # batch_outputs read it from memory) and builds all outputs; at a few thousand records
+        # per batch, scheduling dozens of tiny tasks on a busy machine cost seconds.
+        raw = batch.coalesce(1).persist()
         try:
-            collected = batch_outputs(raw, self.topics, self.settings).toArrow()
+            outputs_df = batch_outputs(raw, self.topics).coalesce(1)
+            planned = time.monotonic()
+            collected = outputs_df.toArrow()
         finally:
             raw.unpersist()
-        spark_s = time.monotonic() - began
+        collected_at = time.monotonic()
         outputs = split_outputs(collected)
         empty = collected.slice(0, 0)
         clean = {table: outputs.get(table.value, empty) for table in Table}
-        metrics = {name: table for name, table in outputs.items() if name.endswith(("_minute", "_activity"))}
-        outcome = self.writer.write(
-            self.query_id(), batch_id, clean, outputs.get(DEAD_LETTER), metrics, self.topics
-        )
+        outcome = self.writer.write(self.query_id(), batch_id, clean, outputs.get(DEAD_LETTER), self.topics)
+        done = time.monotonic()
         log.info(
-            "batch %d (spark %.2f s, postgres %.2f s): %s%s, %d dead letters, %d late metric rows dropped",
+            "batch %d (plan %.2f s, spark %.2f s, postgres %.2f s%s): %s%s, %d dead letters, "
+            "%d late metric rows dropped",
             batch_id,
-            spark_s,
-            time.monotonic() - began - spark_s,
+            planned - began,
+            collected_at - planned,
+            done - collected_at,
+            self._trigger_phases(),
             "replayed (already written)" if outcome.replayed else "upserted ",
             "" if outcome.replayed else ", ".join(f"{k} {v}" for k, v in outcome.upserted.items()),
             outcome.dead_letters,
             outcome.late_dropped,
+        )
+
+    def _trigger_phases(self) -> str:
+        """The previous trigger's phases outside foreachBatch (offset probe, checkpoint writes)."""
+        progress = self.query.lastProgress if self.query is not None else None
+        if not progress:
+            return ""
+        durations = progress.get("durationMs", {}) if isinstance(progress, dict) else progress.durationMs
+        wanted = ("latestOffset", "walCommit", "commitOffsets", "triggerExecution")
+        return "; previous trigger " + ", ".join(
+            f"{name} {durations[name] / 1000:.2f} s" for name in wanted if name in durations
         )
 
     def close(self) -> None:
@@ -196,6 +219,7 @@ def start_stream(
         .trigger(processingTime=f"{interval} seconds")
         .start()
     )
+    handler.query = query
     return query, handler
 
 

@@ -193,6 +193,14 @@ class EndProbe:
                         pending.discard(key)
                     else:
                         log.warning("end probe of %s[%d]: %s", key[0], key[1], error)
+                # A fetch response's high watermark beyond the known end is a fresh answer, even
+                # before its partition's records reach the front of the queue (a busy partition's
+                # records can hold the others back for many consume calls).
+                for key in list(pending):
+                    _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+                    if int(high) > result[key]:
+                        result[key] = int(high)
+                        pending.discard(key)
         finally:
             consumer.unassign()
         if pending:

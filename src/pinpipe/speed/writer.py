@@ -1,7 +1,7 @@
 """Write one micro-batch to PostgreSQL in one transaction, exactly once.
 
 For each micro-batch the stream job hands over Arrow tables (clean rows with their arrival
-columns, dead letters, partial metric counts) and :meth:`PostgresWriter.write` then, inside a
+columns, dead letters) and :meth:`PostgresWriter.write` then, inside a
 single transaction:
 
 1. records ``(query_id, batch_id)`` in ``pinpipe.stream_batch``; if the row is already there
@@ -10,7 +10,8 @@ single transaction:
    ``"user"`` by natural key, keeping the last arrival (broker timestamp, then offset, then
    partition, within the batch and against the stored row: DATA_SPEC.md section 3);
 3. inserts dead letters (a record met twice keeps its first reason);
-4. adds the metric counts to their windows, except windows that ended at or before the
+4. counts the staged clean rows per metric window (:mod:`pinpipe.speed.metrics`, in SQL) and
+   adds the counts to their windows, except windows that ended at or before the
    stream's watermark (the latest broker time seen in earlier batches minus the allowed
    lateness), then advances the watermark.
 
@@ -28,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from pinpipe.events import Table
+from pinpipe.speed.metrics import METRICS
 
 ARRIVAL = ("broker_timestamp", "kafka_partition", "kafka_offset")
 
@@ -45,29 +47,6 @@ CLEAN_TABLES: dict[Table, tuple[str, tuple[str, ...]]] = {
 """Per table: its natural key and the clean columns stored (arrival columns follow)."""
 
 DEAD_LETTER_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "broker_timestamp", "value", "reason")
-
-METRIC_TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]] = {
-    "category_per_minute": (
-        ("window_start", "window_end", "category", "events"),
-        ("window_start", "category"),
-        {"events": "t.events + excluded.events"},
-    ),
-    "country_per_minute": (
-        ("window_start", "window_end", "country", "events"),
-        ("window_start", "country"),
-        {"events": "t.events + excluded.events"},
-    ),
-    "poster_activity": (
-        ("window_start", "window_end", "poster_name", "posts", "max_follower_count"),
-        ("window_start", "window_end", "poster_name"),
-        {
-            "posts": "t.posts + excluded.posts",
-            "max_follower_count": "greatest(t.max_follower_count, excluded.max_follower_count)",
-        },
-    ),
-}
-"""Per metric table: its columns, its key, and how a batch's partial value merges in."""
-
 
 @dataclass(frozen=True)
 class BatchOutcome:
@@ -102,9 +81,19 @@ def _rows(table: Any, columns: tuple[str, ...]) -> list[tuple]:
 class PostgresWriter:
     """Holds one connection (reopened after a failure) and writes micro-batches."""
 
-    def __init__(self, dsn: str, *, lateness_s: float, schema: str = "pinpipe") -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        lateness_s: float,
+        poster_window_s: int = 600,
+        poster_slide_s: int = 60,
+        schema: str = "pinpipe",
+    ) -> None:
         self.dsn = dsn
         self.lateness = timedelta(seconds=lateness_s)
+        self.poster_window_s = poster_window_s
+        self.poster_slide_s = poster_slide_s
         self.schema = schema
         self._conn: psycopg.Connection | None = None
 
@@ -122,7 +111,7 @@ class PostgresWriter:
     def _ensure_staging(self, conn: psycopg.Connection) -> None:
         if self._staging_ready:
             return
-        for table in (*(t.value for t in CLEAN_TABLES), "dead_letter", *METRIC_TABLES):
+        for table in (*(t.value for t in CLEAN_TABLES), "dead_letter", *(m.name for m in METRICS)):
             conn.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
@@ -145,19 +134,18 @@ class PostgresWriter:
         batch_id: int,
         clean: dict[Table, Any],
         dead_letters: Any | None,
-        metrics: dict[str, Any],
         topics: dict[Table, str],
     ) -> BatchOutcome:
         """Write one micro-batch (see the module docstring); Arrow tables in, counts out."""
         conn = self._connection()
         try:
             self._ensure_staging(conn)
-            return self._write(conn, query_id, batch_id, clean, dead_letters, metrics, topics)
+            return self._write(conn, query_id, batch_id, clean, dead_letters, topics)
         except psycopg.OperationalError:
             self.close()  # a broken connection is reopened by the retry of the batch
             raise
 
-    def _write(self, conn, query_id, batch_id, clean, dead_letters, metrics, topics) -> BatchOutcome:
+    def _write(self, conn, query_id, batch_id, clean, dead_letters, topics) -> BatchOutcome:
         s = self.schema
         records = sum(t.num_rows for t in clean.values()) + (dead_letters.num_rows if dead_letters is not None else 0)
         upserted: dict[str, int] = {}
@@ -200,7 +188,7 @@ class PostgresWriter:
                 )
                 dead += cur.rowcount
 
-            late = self._merge_metrics(cur, query_id, metrics, clean)
+            late = self._merge_metrics(cur, query_id, clean)
         return BatchOutcome(batch_id, False, upserted, dead, late)
 
     def _upsert(self, cur, table: Table, key: str, columns: tuple[str, ...], stage: str) -> int:
@@ -229,7 +217,8 @@ class PostgresWriter:
         cur.execute(query)
         return cur.rowcount
 
-    def _merge_metrics(self, cur, query_id: str, metrics: dict[str, Any], clean: dict[Table, Any]) -> int:
+    def _merge_metrics(self, cur, query_id: str, clean: dict[Table, Any]) -> int:
+        """Count the staged clean rows per window and add them to the open windows."""
         s = self.schema
         cur.execute(
             sql.SQL("SELECT max_event_time, watermark FROM {} WHERE query_id = %s FOR UPDATE").format(
@@ -240,16 +229,19 @@ class PostgresWriter:
         row = cur.fetchone()
         watermark: datetime | None = row[1] if row else None
         late = 0
-        for name, (columns, key, merge) in METRIC_TABLES.items():
-            arrow = metrics.get(name)
-            if arrow is None or not arrow.num_rows:
+        for metric in METRICS:
+            source = clean.get(metric.source)
+            if source is None or not source.num_rows:
                 continue
-            stage = f"stage_{name}"
-            self._copy(cur, stage, columns, _rows(arrow, columns))
-            names = sql.SQL(", ").join(map(sql.Identifier, columns))
+            stage = f"stage_{metric.name}"
+            cur.execute(metric.partial_sql(f"stage_{metric.source.value}", self.poster_window_s, self.poster_slide_s))
+            partial = cur.rowcount
+            if not partial:
+                continue
+            names = sql.SQL(", ").join(map(sql.Identifier, metric.columns))
             sets = sql.SQL(", ").join(
                 sql.SQL("{} = " + expression).format(sql.Identifier(column))
-                for column, expression in merge.items()
+                for column, expression in metric.merge.items()
             )
             cur.execute(
                 sql.SQL(
@@ -257,15 +249,15 @@ class PostgresWriter:
                     "WHERE %(watermark)s::timestamptz IS NULL OR window_end > %(watermark)s "
                     "ON CONFLICT ({key}) DO UPDATE SET {sets}, updated_at = clock_timestamp()"
                 ).format(
-                    target=sql.Identifier(s, name),
+                    target=sql.Identifier(s, metric.name),
                     names=names,
                     stage=sql.Identifier(stage),
-                    key=sql.SQL(", ").join(map(sql.Identifier, key)),
+                    key=sql.SQL(", ").join(map(sql.Identifier, metric.key)),
                     sets=sets,
                 ),
                 {"watermark": watermark},
             )
-            late += arrow.num_rows - cur.rowcount
+            late += partial - cur.rowcount
         latest = _max_broker_time(clean)
         if latest is not None:
             cur.execute(
