@@ -137,17 +137,23 @@ def running_stream(settings: Settings, bootstrap: str, dsn: str, timeout_s: floa
     from pinpipe.speed import run_stream
 
     stop = threading.Event()
+    started = threading.Event()
     outcome: dict = {}
 
     def work() -> None:
         try:
-            run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop)
+            run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop,
+                       started=started)
         except Exception as error:  # reported by the caller
             outcome["error"] = error
 
     thread = threading.Thread(target=work, name="pinpipe-stream", daemon=True)
     thread.start()
     try:
+        # Wait for Spark, so that the latency measured is the stream's, not the JVM's start.
+        deadline = time.monotonic() + timeout_s
+        while not started.wait(0.2) and thread.is_alive() and time.monotonic() < deadline:
+            pass
         yield outcome
     finally:
         stop.set()

@@ -231,8 +231,11 @@ def run_stream(
     trigger_s: float = 1.0,
     stop_event: threading.Event | None = None,
     checkpoint_dir: str | Path | None = None,
+    started: threading.Event | None = None,
 ) -> None:
     """Run the stream job until ``stop_event`` is set (or forever); raise if the query fails.
+
+    ``started`` is set once the query runs (Spark is up and the schema migrated).
 
     ``bootstrap`` and ``dsn`` come from :func:`pinpipe.services.resolve.kafka_bootstrap` and
     :func:`~pinpipe.services.resolve.postgres_dsn`. Stopping between batches is clean; a kill
@@ -244,6 +247,8 @@ def run_stream(
     query, handler = start_stream(
         spark, settings, bootstrap, dsn, trigger_s=trigger_s, checkpoint_dir=checkpoint_dir
     )
+    if started is not None:
+        started.set()
     try:
         while not (stop_event is not None and stop_event.is_set()):
             if query.awaitTermination(0.5):
