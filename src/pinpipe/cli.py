@@ -273,6 +273,7 @@ def sink(
 def stream(
     ctx: typer.Context,
     trigger_s: Annotated[Optional[float], typer.Option(help="Micro-batch interval (settings: speed.trigger_s).")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
 ) -> None:
     """Run the stream job: Kafka -> Spark Structured Streaming -> PostgreSQL upserts, until Ctrl-C."""
     import signal
@@ -286,7 +287,8 @@ def stream(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())  # finish the running micro-batch, then stop
     with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
-        run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop)
+        run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop,
+                   metrics_port=metrics_port)
 
 
 @lake_app.command("ls")

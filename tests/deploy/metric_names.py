@@ -36,9 +36,6 @@ SERIES_SUFFIXES = {
 # once the component exports its first one, every referenced name must exist. Remove an entry
 # when its component has shipped its metrics.
 PENDING_PREFIXES = {
-    "pinpipe_stream_": "the stream job (pinpipe.speed): pinpipe_stream_latency_seconds "
-    "(histogram), pinpipe_stream_records_total{table}, "
-    "pinpipe_stream_consumer_lag{topic,partition}",
     "pinpipe_batch_": "the batch job's runs, exported by the dashboard's /metrics: "
     "pinpipe_batch_last_success_timestamp_seconds (gauge), pinpipe_batch_runs_total{status}",
 }

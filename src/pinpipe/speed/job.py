@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
+    from pinpipe.speed.prom import StreamMetrics
+
 log = logging.getLogger(__name__)
 
 OUTPUT = "_output"
@@ -125,10 +127,13 @@ def split_outputs(collected: Any) -> dict[str, Any]:
 class MicroBatchHandler:
     """The ``foreachBatch`` function: collect the outputs once, write them in one transaction."""
 
-    def __init__(self, settings: Settings, dsn: str, checkpoint: str) -> None:
+    def __init__(
+        self, settings: Settings, dsn: str, checkpoint: str, metrics: StreamMetrics | None = None
+    ) -> None:
         from pinpipe.speed.writer import PostgresWriter
 
         self.settings = settings
+        self.metrics = metrics
         self.topics = table_topics(settings)
         self.checkpoint = checkpoint
         speed = settings.speed
@@ -166,6 +171,12 @@ class MicroBatchHandler:
         clean = {table: outputs.get(table.value, empty) for table in Table}
         outcome = self.writer.write(self.query_id(), batch_id, clean, outputs.get(DEAD_LETTER), self.topics)
         done = time.monotonic()
+        if self.metrics is not None:
+            from pinpipe.cleaning import BROKER_TIMESTAMP
+
+            if not outcome.replayed:
+                self.metrics.committed(outputs, collected[BROKER_TIMESTAMP])
+            self.update_lag()
         log.info(
             "batch %d (plan %.2f s, spark %.2f s, postgres %.2f s%s): %s%s, %d dead letters, "
             "%d late metric rows dropped",
@@ -179,6 +190,14 @@ class MicroBatchHandler:
             outcome.dead_letters,
             outcome.late_dropped,
         )
+
+    def update_lag(self) -> None:
+        """Consumer lag from the query's last progress (when metrics are kept)."""
+        if self.metrics is not None and self.query is not None:
+            try:
+                self.metrics.progress(self.query.lastProgress)
+            except Exception:  # metrics must never stop the stream
+                log.debug("consumer lag not updated", exc_info=True)
 
     def _trigger_phases(self) -> str:
         """The previous trigger's phases outside foreachBatch (offset probe, checkpoint writes)."""
@@ -203,13 +222,14 @@ def start_stream(
     *,
     trigger_s: float | None = None,
     checkpoint_dir: str | Path | None = None,
+    metrics: StreamMetrics | None = None,
 ) -> tuple[StreamingQuery, MicroBatchHandler]:
     """Migrate the schema and start the query; the caller stops the query and closes the handler."""
     from pinpipe.serve.schema import apply_migrations
 
     apply_migrations(dsn)
     checkpoint = checkpoint_location(settings, checkpoint_dir)
-    handler = MicroBatchHandler(settings, dsn, checkpoint)
+    handler = MicroBatchHandler(settings, dsn, checkpoint, metrics)
     interval = settings.speed.trigger_s if trigger_s is None else trigger_s
     query = (
         read_kafka(spark, settings, bootstrap)
@@ -232,10 +252,13 @@ def run_stream(
     stop_event: threading.Event | None = None,
     checkpoint_dir: str | Path | None = None,
     started: threading.Event | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run the stream job until ``stop_event`` is set (or forever); raise if the query fails.
 
     ``started`` is set once the query runs (Spark is up and the schema migrated).
+    ``metrics_port``: serve Prometheus ``/metrics`` on ``127.0.0.1:<port>``
+    (:mod:`pinpipe.speed.prom`).
 
     ``bootstrap`` and ``dsn`` come from :func:`pinpipe.services.resolve.kafka_bootstrap` and
     :func:`~pinpipe.services.resolve.postgres_dsn`. Stopping between batches is clean; a kill
@@ -243,9 +266,16 @@ def run_stream(
     """
     from pinpipe.batch.spark import get_spark
 
+    metrics = None
+    if metrics_port is not None:
+        from pinpipe.speed.prom import StreamMetrics
+
+        metrics = StreamMetrics()
+        metrics.serve(metrics_port)
     spark = get_spark(settings, app_name="pinpipe-stream")
     query, handler = start_stream(
-        spark, settings, bootstrap, dsn, trigger_s=trigger_s, checkpoint_dir=checkpoint_dir
+        spark, settings, bootstrap, dsn, trigger_s=trigger_s, checkpoint_dir=checkpoint_dir,
+        metrics=metrics,
     )
     if started is not None:
         started.set()
@@ -253,6 +283,7 @@ def run_stream(
         while not (stop_event is not None and stop_event.is_set()):
             if query.awaitTermination(0.5):
                 break
+            handler.update_lag()
         error = query.exception()
         if error is not None:
             raise error
