@@ -220,7 +220,7 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
             " pinpipe.category_per_minute, pinpipe.country_per_minute, pinpipe.poster_activity,"
             " pinpipe.stream_watermark"
         )
-    console.print(f"[green]✓[/] empty lake, stream checkpoint and speed tables (the embedded broker starts empty)")
+    console.print("[green]✓[/] empty lake, stream checkpoint and speed tables (the embedded broker starts empty)")
 
 
 def _print_lake(settings: Settings, bootstrap: str, sink: dict, held: dict[str, int], console: Console) -> bool:
@@ -316,7 +316,7 @@ def run_demo(settings: Settings, *, posts: int, rate: float, console: Console, b
         prefix = settings.broker.topic_prefix
         topics = [topic_name(prefix, table) for table in Table]
         created = ensure_topics(client_config, all_topics(prefix), settings.broker.partitions)
-        console.print(f"[green]✓[/] topics: " + ", ".join(f"{t} ({state})" for t, state in created.items()))
+        console.print("[green]✓[/] topics: " + ", ".join(f"{t} ({state})" for t, state in created.items()))
 
         embedded = settings.broker.bootstrap_servers is None and settings.postgres.dsn is None
         if embedded and settings.lake.root is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pinpipe.config import Settings
-from pinpipe.events import CLEAN_COLUMNS, Table
+from pinpipe.events import CLEAN_COLUMNS
 
 
 @dataclass(frozen=True)
