@@ -160,12 +160,11 @@ def running_stream(settings: Settings, bootstrap: str, dsn: str, timeout_s: floa
         thread.join(timeout=timeout_s)
 
 
-SPEED_TABLES = {Table.PIN: "pinpipe.pin", Table.GEO: "pinpipe.geo", Table.USER: 'pinpipe."user"'}
-
-
 def speed_rows(dsn: str) -> dict[Table, int]:
     """Rows in the speed layer's tables."""
     import psycopg
+
+    from pinpipe.serve.schema import SPEED_TABLES
 
     with psycopg.connect(dsn) as conn:
         return {table: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
@@ -187,6 +186,8 @@ def wait_for_stream(dsn: str, outcome: dict, expected: dict[Table, int], timeout
 def stream_latency(dsn: str) -> tuple[float, float] | None:
     """p50 and p99 seconds from the broker's append (the API's acknowledgement) to the row's upsert."""
     import psycopg
+
+    from pinpipe.serve.schema import SPEED_TABLES
 
     union = " UNION ALL ".join(
         f"SELECT extract(epoch FROM updated_at - broker_timestamp) AS s FROM {name}" for name in SPEED_TABLES.values()

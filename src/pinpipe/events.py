@@ -75,6 +75,19 @@ CLEAN_COLUMNS: dict[Table, tuple[str, ...]] = {
 }
 """Clean column order of each table (DATA_SPEC.md section 3; pin keeps ``downloaded`` last)."""
 
+ANSWER_NAMES: tuple[str, ...] = (
+    "top_category_by_country",
+    "top_category_by_year",
+    "top_user_by_country",
+    "top_country_by_followers",
+    "top_category_by_age_group",
+    "median_followers_by_age_group",
+    "users_joined_by_year",
+    "median_followers_by_join_year",
+    "median_followers_by_join_year_and_age_group",
+)
+"""The nine answers in DATA_SPEC.md section 4 order: lake folders and PostgreSQL tables."""
+
 DATETIME_FIELDS: dict[Table, tuple[str, ...]] = {
     Table.PIN: (),
     Table.GEO: ("timestamp",),

@@ -21,7 +21,8 @@ from pinpipe.config import Settings
 from pinpipe.serve.dashboard import create_dashboard
 from pinpipe.serve.dashboard.metrics import BatchRunMetrics
 from pinpipe.serve.dashboard.scrape import RateTracker, histogram_quantile
-from pinpipe.serve.dashboard.store import ANSWER_TABLES, ReadOnlyStore
+from pinpipe.events import ANSWER_NAMES
+from pinpipe.serve.dashboard.store import ReadOnlyStore
 from pinpipe.serve.schema import apply_migrations
 from tests.ingest.conftest import make_settings, running_api, running_server
 from tests.ingest.rows import PIN
@@ -72,7 +73,7 @@ def test_answer_tables_are_the_batch_answers():
     pytest.importorskip("pyspark")
     from pinpipe.batch.answers import ANSWERS
 
-    assert list(ANSWER_TABLES) == list(ANSWERS)
+    assert list(ANSWER_NAMES) == list(ANSWERS)
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------------

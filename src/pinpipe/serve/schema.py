@@ -17,7 +17,11 @@ from importlib import resources
 
 import psycopg
 
+from pinpipe.events import Table
+
 SCHEMA = "pinpipe"
+SPEED_TABLES: dict[Table, str] = {Table.PIN: "pinpipe.pin", Table.GEO: "pinpipe.geo", Table.USER: 'pinpipe."user"'}
+"""The speed layer's clean tables, schema-qualified (``user`` is reserved: always quoted)."""
 READONLY_ROLE = "pinpipe_readonly"
 _LOCK_KEY = 0x70696E70  # "pinp": the advisory lock held while migrating
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

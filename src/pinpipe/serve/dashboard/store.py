@@ -15,21 +15,10 @@ from typing import Any
 import psycopg
 
 from pinpipe.batch.runs import latest_runs, run_summary
+from pinpipe.events import ANSWER_NAMES
+from pinpipe.serve.schema import SPEED_TABLES
 
-# The batch answers in DATA_SPEC.md section 4 order (pinpipe.batch.answers.ANSWERS, which
-# imports pyspark; tests/serve/test_dashboard.py checks the two lists agree).
-ANSWER_TABLES = (
-    "top_category_by_country",
-    "top_category_by_year",
-    "top_user_by_country",
-    "top_country_by_followers",
-    "top_category_by_age_group",
-    "median_followers_by_age_group",
-    "users_joined_by_year",
-    "median_followers_by_join_year",
-    "median_followers_by_join_year_and_age_group",
-)
-ROW_TABLES = {"pin": "pinpipe.pin", "geo": "pinpipe.geo", "user": 'pinpipe."user"', "dead_letter": "pinpipe.dead_letter"}
+ROW_TABLES = {table.value: name for table, name in SPEED_TABLES.items()} | {"dead_letter": "pinpipe.dead_letter"}
 MAX_ANSWER_ROWS = 200
 
 
@@ -196,7 +185,7 @@ class ReadOnlyStore:
     def answers(self) -> dict[str, dict]:
         """Every answer table: its columns and (up to 200) rows, in section 4 order."""
         out = {}
-        for name in ANSWER_TABLES:
+        for name in ANSWER_NAMES:
             columns, rows = self.columns_and_rows(f"SELECT * FROM pinpipe.{name} ORDER BY 1, 2 LIMIT {MAX_ANSWER_ROWS}")
             out[name] = {"columns": columns, "rows": rows}
         return out
