@@ -28,11 +28,13 @@ KAFKA_OFFSET = "kafka_offset"
 ARRIVAL_COLUMNS: tuple[str, ...] = (BROKER_TIMESTAMP, KAFKA_PARTITION, KAFKA_OFFSET)
 """Where a record arrived; the last arrival of a natural key wins (section 3)."""
 LAKE_PARTITION = "dt"
-CARRIED_COLUMNS: tuple[str, ...] = (*ARRIVAL_COLUMNS, LAKE_PARTITION)
-"""Columns that ride along through parse and clean when the input has them."""
+REASON = "reason"
+CARRIED_COLUMNS: tuple[str, ...] = (*ARRIVAL_COLUMNS, LAKE_PARTITION, "value", REASON)
+"""Columns that ride along through parse and clean when the input has them: where the record
+arrived, its lake partition, and (from :func:`parse_records`) its raw value and rejection reason."""
 
 
-QUARANTINE_COLUMNS: tuple[str, ...] = ("value", "reason", *ARRIVAL_COLUMNS)
+QUARANTINE_COLUMNS: tuple[str, ...] = ("value", REASON, *ARRIVAL_COLUMNS)
 
 _CORRUPT = "_corrupt_record"
 # Unicode White_Space (covers the no-break spaces and tabs scraped text carries).
@@ -41,45 +43,59 @@ _COUNT = r"^([0-9]+(?:\.[0-9]+)?)([kKmM]?)$"
 _ZONE = r"(?i)(z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
-def parse_raw(raw: DataFrame, table: Table) -> tuple[DataFrame, DataFrame]:
-    """Parse the ``value`` JSON of raw records into the fields of ``table``.
+def parse_records(raw: DataFrame, table: Table) -> DataFrame:
+    """Parse the ``value`` JSON of raw records into the fields of ``table``, keeping every row.
 
-    Returns ``(parsed, quarantine)``: ``parsed`` has the raw fields (:func:`events.spark_schema`)
-    plus :data:`ARRIVAL_COLUMNS`; ``quarantine`` has :data:`QUARANTINE_COLUMNS` for every
-    value that is null, not JSON, not an object of the table's field types, or lacks the
-    natural key or row number. Each raw row lands in exactly one of the two.
+    Returns the raw fields (:func:`events.spark_schema`), ``value``, :data:`REASON` and the
+    carried columns (:data:`ARRIVAL_COLUMNS`, and the lake partition ``dt`` when the input has
+    one). ``reason`` is null for a record that parsed, and says why otherwise: the value is
+    null, not UTF-8 (a ``value_bytes`` column holds it), not JSON, not an object of the table's
+    field types, or lacks the natural key or row number. One pass and no branch, so a stream
+    reads its source once (:func:`parse_raw` splits the result in two).
     """
     table = Table(table)
     schema = spark_schema(table).add(_CORRUPT, "string")
     options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
-    record = F.from_json(F.col("value").cast("string"), schema, options)
+    text = F.col("value").cast("string")
+    record = F.from_json(text, schema, options)
+    reason = F.when(text.isNull(), F.lit("null value"))
+    if "value_bytes" in raw.columns:  # the sink and the source keep non-UTF-8 values as bytes only
+        reason = F.when(
+            text.isNull() & F.col("value_bytes").isNotNull(), F.lit("value is not UTF-8")
+        ).when(text.isNull(), F.lit("null value"))
+    reason = reason.when(
+        record[_CORRUPT].isNotNull(), F.lit(f"not a JSON object of {table.value} field types")
+    )
+    for field in dict.fromkeys((table.natural_key, table.row_field)):
+        reason = reason.when(record[field].isNull(), F.lit(f"missing {field}"))
     parsed = raw.select(
-        F.col("value").cast("string").alias("value"),
+        text.alias("value"),
         record.alias("record"),
         F.col("timestamp").cast("timestamp").alias(BROKER_TIMESTAMP),
         F.col("partition").cast("int").alias(KAFKA_PARTITION),
         F.col("offset").cast("long").alias(KAFKA_OFFSET),
         *(F.col(LAKE_PARTITION).cast("string"),) if LAKE_PARTITION in raw.columns else (),
-        *(F.col("value_bytes"),) if "value_bytes" in raw.columns else (),
+        reason.alias(REASON),
     )
-    required = dict.fromkeys((table.natural_key, table.row_field))
-    reason = F.when(F.col("value").isNull(), F.lit("null value"))
-    if "value_bytes" in raw.columns:  # the sink keeps non-UTF-8 values as bytes only
-        reason = F.when(
-            F.col("value").isNull() & F.col("value_bytes").isNotNull(), F.lit("value is not UTF-8")
-        ).when(F.col("value").isNull(), F.lit("null value"))
-    reason = reason.when(
-        F.col(f"record.{_CORRUPT}").isNotNull(),
-        F.lit(f"not a JSON object of {table.value} field types"),
+    return parsed.select(
+        *(F.col(f"record.{field}").alias(field) for field in table.fields),
+        *_carried(parsed),
     )
-    for field in required:
-        reason = reason.when(F.col(f"record.{field}").isNull(), F.lit(f"missing {field}"))
-    parsed = parsed.withColumn("reason", reason)
-    good = parsed.where(F.col("reason").isNull()).select(
-        *(F.col(f"record.{field}").alias(field) for field in table.fields), *_carried(parsed)
-    )
-    quarantine = parsed.where(F.col("reason").isNotNull()).select(
-        *QUARANTINE_COLUMNS, *(c for c in _carried(parsed) if c not in QUARANTINE_COLUMNS)
+
+
+def parse_raw(raw: DataFrame, table: Table) -> tuple[DataFrame, DataFrame]:
+    """Parse the ``value`` JSON of raw records into the fields of ``table``, split in two.
+
+    Returns ``(parsed, quarantine)``: ``parsed`` has the raw fields (:func:`events.spark_schema`)
+    plus :data:`ARRIVAL_COLUMNS`; ``quarantine`` has :data:`QUARANTINE_COLUMNS` for every
+    record :func:`parse_records` rejects. Each raw row lands in exactly one of the two.
+    """
+    table = Table(table)
+    records = parse_records(raw, table)
+    carried = [name for name in _carried(records) if name not in ("value", REASON)]
+    good = records.where(F.col(REASON).isNull()).select(*table.fields, *carried)
+    quarantine = records.where(F.col(REASON).isNotNull()).select(
+        *QUARANTINE_COLUMNS, *(name for name in carried if name not in QUARANTINE_COLUMNS)
     )
     return good, quarantine
 

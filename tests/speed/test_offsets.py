@@ -82,3 +82,16 @@ def test_probe_finds_the_true_end_where_list_offsets_is_stale(kafka_bootstrap, t
         consumer.close()
     # Documents the broker quirk the probe exists for (ARCHITECTURE.md); on Kafka this is 757.
     assert listed <= 757
+
+
+def test_ranges_grouped_into_balanced_tasks():
+    from pinpipe.speed.source import KafkaPartitionRange, group_ranges
+
+    ranges = [KafkaPartitionRange("t", n, 0, size) for n, size in enumerate([50, 10, 30, 20, 40])]
+    assert group_ranges(ranges, None) == [(r,) for r in ranges]
+    assert group_ranges(ranges, 9) == [(r,) for r in ranges]
+    two = group_ranges(ranges, 2)
+    # largest first into the lighter group: 50+20+10 = 80 and 40+30 = 70
+    assert [sorted(r.partition for r in group) for group in two] == [[0, 1, 3], [2, 4]]
+    one = group_ranges(ranges, 1)
+    assert len(one) == 1 and sorted(one[0], key=lambda r: r.partition) == ranges

@@ -21,13 +21,17 @@ class Collector:
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self.batches: list[int] = []
+        self.tasks: list[int] = []  # Spark partitions of each non-empty batch
         self.lock = threading.Lock()
 
     def __call__(self, df, batch_id: int) -> None:
         rows = df.toArrow().to_pylist()
+        tasks = df.rdd.getNumPartitions() if rows else None
         with self.lock:
             self.batches.append(len(rows))
             self.rows.extend(rows)
+            if tasks is not None:
+                self.tasks.append(tasks)
 
     def wait(self, count: int, query, timeout_s: float = 120.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -76,11 +80,17 @@ def numbers(rows: list[dict]) -> list[int]:
     return sorted(json.loads(row["value"])["n"] for row in rows)
 
 
-def test_restart_from_checkpoint_has_no_gap_and_no_repeat(spark, kafka_bootstrap, topic, traversable_dir):
+@pytest.mark.parametrize("max_partitions", [None, "1"], ids=["task-per-partition", "one-task"])
+def test_restart_from_checkpoint_has_no_gap_and_no_repeat(
+    spark, kafka_bootstrap, topic, traversable_dir, max_partitions
+):
     checkpoint = str(traversable_dir / "ckpt")
+    options = {"maxOffsetsPerTrigger": "60"}
+    if max_partitions:
+        options["maxPartitions"] = max_partitions
     produce(kafka_bootstrap, topic, 0, 300)
     first = Collector()
-    query = run_query(spark, kafka_bootstrap, topic, checkpoint, first, maxOffsetsPerTrigger="60")
+    query = run_query(spark, kafka_bootstrap, topic, checkpoint, first, **options)
     try:
         first.wait(300, query)
         time.sleep(1.0)
@@ -91,7 +101,7 @@ def test_restart_from_checkpoint_has_no_gap_and_no_repeat(spark, kafka_bootstrap
 
     produce(kafka_bootstrap, topic, 300, 150)
     second = Collector()
-    query = run_query(spark, kafka_bootstrap, topic, checkpoint, second, maxOffsetsPerTrigger="60")
+    query = run_query(spark, kafka_bootstrap, topic, checkpoint, second, **options)
     try:
         second.wait(150, query)
         time.sleep(1.0)
@@ -100,6 +110,8 @@ def test_restart_from_checkpoint_has_no_gap_and_no_repeat(spark, kafka_bootstrap
     assert numbers(second.rows) == list(range(300, 450))
     offsets = sorted((r["partition"], r["offset"]) for r in first.rows + second.rows)
     assert offsets == sorted([(0, o) for o in range(225)] + [(1, o) for o in range(225)])
+    # both Kafka partitions had records in every batch: one task each, or one task for both
+    assert set(first.tasks + second.tasks) == ({1} if max_partitions else {2})
 
 
 def test_columns_like_sparks_kafka_source(spark, kafka_bootstrap, topic, traversable_dir):

@@ -1,8 +1,9 @@
 """The stream job (``pinpipe stream``): Kafka -> the shared cleaning -> PostgreSQL, exactly once.
 
-One Structured Streaming query reads the three table topics. Each micro-batch is turned into
-one DataFrame holding every row output (clean rows of the three tables, unparseable records;
-:func:`batch_outputs`), computed in one Spark task, collected once as Arrow and written by
+One Structured Streaming query reads the three table topics, one source each, and parses and
+cleans them with the batch job's rules into one DataFrame holding every row output (clean rows
+of the three tables, unparseable records; :func:`stream_outputs`). Each micro-batch of it is
+one Spark job without a shuffle, collected once as Arrow and written by
 :class:`~pinpipe.speed.writer.PostgresWriter` in one transaction that also records the batch
 id and adds the real-time metric counts (in SQL, :mod:`pinpipe.speed.metrics`). The Kafka
 offsets live in the Spark checkpoint; a crash replays the last batch with the same offsets and
@@ -44,11 +45,11 @@ def checkpoint_location(settings: Settings, checkpoint_dir: str | Path | None = 
     return str(checkpoint_dir or settings.speed.checkpoint_dir or settings.data_dir / "checkpoints" / "speed")
 
 
-def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str) -> DataFrame:
-    """The streaming DataFrame of the three topics, from the configured source format.
+def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str, topic: str) -> DataFrame:
+    """The streaming DataFrame of one topic, from the configured source format.
 
     ``pinpipe-kafka`` (built in) or Spark's ``kafka`` connector; both give ``key``, ``value``
-    (text), ``topic``, ``partition``, ``offset``, ``timestamp``.
+    (text), ``value_bytes``, ``topic``, ``partition``, ``offset``, ``timestamp``.
     """
     from pyspark.sql import functions as F
 
@@ -57,13 +58,15 @@ def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str) -> DataF
     speed = settings.speed
     options = {
         **{f"kafka.{k}": v for k, v in settings.broker.client_config(bootstrap).items()},
-        "subscribe": ",".join(table_topics(settings).values()),
+        "subscribe": topic,
         "startingOffsets": speed.starting_offsets,
     }
     if speed.max_offsets_per_trigger:
         options["maxOffsetsPerTrigger"] = str(speed.max_offsets_per_trigger)
     if speed.source_format == FORMAT:
         register(spark)
+        if speed.read_tasks_per_topic:
+            options["maxPartitions"] = str(speed.read_tasks_per_topic)
         return spark.readStream.format(FORMAT).options(**options).load()
     native = spark.readStream.format(speed.source_format).options(**options).load()
     return native.select(
@@ -78,44 +81,44 @@ def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str) -> DataF
     )
 
 
-def batch_outputs(raw: DataFrame, topics: dict[Table, str]) -> DataFrame:
-    """Every row output of one micro-batch as one DataFrame, rows tagged by ``_output``.
+def table_outputs(raw: DataFrame, table: Table, topic: str) -> DataFrame:
+    """One topic's records, parsed and cleaned in one pass, each row tagged by ``_output``.
 
-    ``pin`` / ``geo`` / ``user``: clean rows (:mod:`pinpipe.cleaning`) with arrival columns;
-    ``dead_letter``: records that could not be parsed, with the reason. One DataFrame means
-    one Spark job per micro-batch; it has no shuffle (the metrics are counted in PostgreSQL,
-    :mod:`pinpipe.speed.metrics`).
+    ``_output`` is the table name for a clean row (:mod:`pinpipe.cleaning`, with the arrival
+    columns) and ``dead_letter`` for a record that could not be parsed (``value`` and
+    ``reason`` set; its clean columns mean nothing). One pass without branches, so the
+    source is read once per micro-batch.
     """
     from pyspark.sql import functions as F
 
-    from pinpipe.cleaning import (
-        BROKER_TIMESTAMP,
-        CLEANERS,
-        KAFKA_OFFSET,
-        KAFKA_PARTITION,
-        parse_raw,
+    from pinpipe.cleaning import CLEANERS, REASON, parse_records
+
+    rejected = F.col(REASON).isNotNull()
+    cleaned = CLEANERS[table](parse_records(raw, table))
+    return cleaned.select(
+        *(name for name in cleaned.columns if name != "value"),
+        F.when(rejected, F.col("value")).alias("value"),  # only dead letters need it
+        F.lit(topic).alias("topic"),
+        F.when(rejected, F.lit(DEAD_LETTER)).otherwise(F.lit(table.value)).alias(OUTPUT),
     )
 
-    parts = []
-    for table, topic in topics.items():
-        rows = raw.where(F.col("topic") == topic)
-        # Values that are not UTF-8 arrive as bytes only; they cannot be JSON of the table.
-        not_text = rows.where(F.col("value_bytes").isNotNull()).select(
-            F.lit(None).cast("string").alias("value"),
-            F.lit("value is not UTF-8").alias("reason"),
-            F.col("timestamp").alias(BROKER_TIMESTAMP),
-            F.col("partition").alias(KAFKA_PARTITION),
-            F.col("offset").alias(KAFKA_OFFSET),
-        )
-        parts.append(not_text.withColumn("topic", F.lit(topic)).withColumn(OUTPUT, F.lit(DEAD_LETTER)))
-        good, bad = parse_raw(rows.where(F.col("value_bytes").isNull()).drop("value_bytes"), table)
-        parts.append(CLEANERS[table](good).withColumn(OUTPUT, F.lit(table.value)))
-        parts.append(bad.withColumn("topic", F.lit(topic)).withColumn(OUTPUT, F.lit(DEAD_LETTER)))
+
+def stream_outputs(spark: SparkSession, settings: Settings, bootstrap: str) -> DataFrame:
+    """The streaming DataFrame of every row output: one source per table topic, unioned.
+
+    One source per topic (rather than one source of three topics split by a filter) lets
+    each table's rows be parsed and cleaned without a branch, so nothing is read twice
+    and each micro-batch is one Spark job without a shuffle.
+    """
+    parts = [
+        table_outputs(read_kafka(spark, settings, bootstrap, topic), table, topic)
+        for table, topic in table_topics(settings).items()
+    ]
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
 
 
 def split_outputs(collected: Any) -> dict[str, Any]:
-    """The Arrow table of :func:`batch_outputs` split by ``_output`` (tag -> Arrow table)."""
+    """The Arrow table of :func:`stream_outputs` split by ``_output`` (tag -> Arrow table)."""
     import pyarrow.compute as pc
 
     outputs = {}
@@ -155,16 +158,7 @@ class MicroBatchHandler:
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         began = time.monotonic()
-        # One task reads every Kafka partition of the batch once (cached: the nine branches of
-        # batch_outputs read it from memory) and builds all outputs; at a few thousand records
-        # per batch, scheduling dozens of tiny tasks on a busy machine cost seconds.
-        raw = batch.coalesce(1).persist()
-        try:
-            outputs_df = batch_outputs(raw, self.topics).coalesce(1)
-            planned = time.monotonic()
-            collected = outputs_df.toArrow()
-        finally:
-            raw.unpersist()
+        collected = batch.toArrow()
         collected_at = time.monotonic()
         outputs = split_outputs(collected)
         empty = collected.slice(0, 0)
@@ -178,11 +172,10 @@ class MicroBatchHandler:
                 self.metrics.committed(outputs, collected[BROKER_TIMESTAMP])
             self.update_lag()
         log.info(
-            "batch %d (plan %.2f s, spark %.2f s, postgres %.2f s%s): %s%s, %d dead letters, "
+            "batch %d (spark %.2f s, postgres %.2f s%s): %s%s, %d dead letters, "
             "%d late metric rows dropped",
             batch_id,
-            planned - began,
-            collected_at - planned,
+            collected_at - began,
             done - collected_at,
             self._trigger_phases(),
             "replayed (already written)" if outcome.replayed else "upserted ",
@@ -232,7 +225,7 @@ def start_stream(
     handler = MicroBatchHandler(settings, dsn, checkpoint, metrics)
     interval = settings.speed.trigger_s if trigger_s is None else trigger_s
     query = (
-        read_kafka(spark, settings, bootstrap)
+        stream_outputs(spark, settings, bootstrap)
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(handler)
         .option("checkpointLocation", checkpoint)

@@ -8,11 +8,14 @@ confluent-kafka. Register it once per session with :func:`register` and read wit
         .option("subscribe", "pinpipe.pin,pinpipe.geo")
         .option("startingOffsets", "earliest")     # or latest, or {"topic": {"0": 42}}
         .option("maxOffsetsPerTrigger", "100000")  # optional
+        .option("maxPartitions", "1")              # optional: at most this many tasks per batch
         .load()
 
 Options follow Spark's kafka source, so a cluster with the connector can switch to
 ``format("kafka")`` with the same options (:func:`pinpipe.speed.job.read_kafka`); any other
-``kafka.<property>`` option is passed to librdkafka as ``<property>``.
+``kafka.<property>`` option is passed to librdkafka as ``<property>``. ``maxPartitions`` is
+pinpipe's own: by default each Kafka partition is one Spark task, as in Spark's source; with it,
+one task's consumer fetches several partitions at once (:func:`group_ranges`).
 
 Columns (:data:`KAFKA_SCHEMA`): ``key`` and ``value`` as UTF-8 text, ``value_bytes`` (the raw
 bytes, set only when the value is not valid UTF-8, so nothing is silently altered), ``topic``,
@@ -21,7 +24,7 @@ bytes, set only when the value is not valid UTF-8, so nothing is silently altere
 Exactly-once reading: the offsets of every micro-batch (``{topic: {"<partition>": next_offset}}``)
 are planned on the driver by :meth:`KafkaStreamReader.latestOffset` and written to Spark's
 checkpoint before the batch runs; :meth:`KafkaStreamReader.read` reads exactly ``[start, end)``
-of one partition, so a restarted query re-reads a failed batch identically and then goes on
+of each partition, so a restarted query re-reads a failed batch identically and then goes on
 from its end. Nothing is committed to Kafka. End offsets come from
 :class:`~pinpipe.speed.offsets.EndProbe` (the broker's ListOffsets answer is stale on Tansu).
 """
@@ -59,13 +62,40 @@ class KafkaSourceError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class KafkaPartitionRange(InputPartition):
-    """One Kafka partition's ``[start, end)`` within a micro-batch: one Spark task."""
+class KafkaPartitionRange:
+    """One Kafka partition's ``[start, end)`` within a micro-batch."""
 
     topic: str
     partition: int
     start: int
     end: int
+
+
+@dataclass(frozen=True)
+class KafkaInputPartition(InputPartition):
+    """The ranges one Spark task reads, with one consumer fetching them all at once."""
+
+    ranges: tuple[KafkaPartitionRange, ...]
+
+
+def group_ranges(ranges: list[KafkaPartitionRange], max_groups: int | None) -> list[tuple[KafkaPartitionRange, ...]]:
+    """Spread ``ranges`` over at most ``max_groups`` groups of similar record counts.
+
+    ``None``: one group per range (one Spark task per Kafka partition, Spark's kafka source
+    behaviour). Fewer groups trade parallelism for per-task cost: one consumer fetches from
+    all the partitions of its group concurrently, where one task per partition read them one
+    after another on a small machine (measured: 9 partitions of 6,000 records, 0.47 s one by
+    one against 0.1 s in one consumer).
+    """
+    if max_groups is None or max_groups >= len(ranges):
+        return [(r,) for r in ranges]
+    groups: list[list[KafkaPartitionRange]] = [[] for _ in range(max_groups)]
+    sizes = [0] * max_groups
+    for r in sorted(ranges, key=lambda r: r.end - r.start, reverse=True):
+        smallest = sizes.index(min(sizes))  # largest first into the lightest group
+        groups[smallest].append(r)
+        sizes[smallest] += r.end - r.start
+    return [tuple(group) for group in groups if group]
 
 
 def _split_list(text: str | None) -> list[str]:
@@ -107,6 +137,10 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.starting = parse_starting_offsets(options.get("startingoffsets"))
         limit = options.get("maxoffsetspertrigger")
         self.max_offsets = int(limit) if limit else None
+        tasks = options.get("maxpartitions")
+        self.max_partitions = int(tasks) if tasks else None
+        if self.max_partitions is not None and self.max_partitions < 1:
+            raise ValueError("maxPartitions must be at least 1")
         self.poll_timeout_s = float(options.get("kafkaconsumer.polltimeoutms", "60000")) / 1000
         self.probe_timeout_s = float(options.get("probetimeoutms", "2000")) / 1000
         self.fail_on_data_loss = options.get("failondataloss", "true").lower() != "false"
@@ -183,8 +217,12 @@ class KafkaStreamReader(DataSourceStreamReader):
     def reportLatestOffset(self) -> dict | None:
         return self._known or None
 
-    def partitions(self, start: dict, end: dict) -> list[KafkaPartitionRange]:
-        """One input partition per Kafka partition with records between ``start`` and ``end``."""
+    def partitions(self, start: dict, end: dict) -> list[KafkaInputPartition]:
+        """The Kafka partitions with records between ``start`` and ``end``, grouped into tasks.
+
+        One input partition per Kafka partition, or at most ``maxPartitions`` of them
+        (:func:`group_ranges`).
+        """
         ranges = []
         for topic, parts in sorted(end.items()):
             for part, last in sorted(parts.items(), key=lambda item: int(item[0])):
@@ -193,7 +231,7 @@ class KafkaStreamReader(DataSourceStreamReader):
                     first = self._end_probe().earliest(topic, int(part))
                 if last > first:
                     ranges.append(KafkaPartitionRange(topic, int(part), first, last))
-        return ranges
+        return [KafkaInputPartition(group) for group in group_ranges(ranges, self.max_partitions)]
 
     def commit(self, end: dict) -> None:
         """Nothing to do: the checkpoint is the source of truth, Kafka keeps no group offsets."""
@@ -205,65 +243,74 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     # --- reading (executors) -----------------------------------------------------------
 
-    def read(self, partition: KafkaPartitionRange) -> Iterator[Any]:
-        """Exactly the records ``[start, end)`` of one partition, as Arrow record batches."""
-        from confluent_kafka import KafkaError, TopicPartition
+    def read(self, partition: KafkaInputPartition) -> Iterator[Any]:
+        """Exactly the records ``[start, end)`` of each range, as Arrow record batches."""
+        from confluent_kafka import TopicPartition
 
         consumer = _reader_consumer(self.client_config)
         finished = False
         try:
-            consumer.assign([TopicPartition(partition.topic, partition.partition, partition.start)])
-            position = partition.start
+            consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in partition.ranges])
+            positions = {(r.topic, r.partition): r.start for r in partition.ranges}
+            ends = {(r.topic, r.partition): r.end for r in partition.ranges}
             rows: list[Any] = []
             last_progress = time.monotonic()
-            while position < partition.end:
-                wanted = min(partition.end - position, _BATCH_ROWS)
-                messages = consumer.consume(wanted, timeout=0.5)
-                reached_end = False
+            while positions:
+                wanted = min(sum(ends[key] - at for key, at in positions.items()), _BATCH_ROWS)
+                messages = consumer.consume(wanted, timeout=0.2)
                 for message in messages:
-                    if (message.topic(), message.partition()) != (partition.topic, partition.partition) and (
-                        message.topic() is not None
-                    ):
-                        continue  # left over from the consumer's previous assignment
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            if message.offset() < position:
-                                continue
-                            # The planned end was at or below the high watermark, so the
-                            # end of the log is the end of the range (a transaction marker
-                            # can take the last offsets).
-                            reached_end = True
-                            continue
-                        if error.code() == KafkaError._AUTO_OFFSET_RESET and not self.fail_on_data_loss:
-                            continue
-                        raise KafkaSourceError(
-                            f"reading {partition.topic}[{partition.partition}] at {position}: {error}"
-                        )
-                    if message.offset() < position:
-                        continue
-                    if message.offset() >= partition.end:
-                        reached_end = True
-                        break
-                    rows.append(message)
-                    position = message.offset() + 1
+                    if self._take(message, positions, ends):
+                        rows.append(message)
                 if messages:
                     last_progress = time.monotonic()
                 if len(rows) >= _BATCH_ROWS:
                     yield _to_arrow(rows)
                     rows = []
-                if reached_end:
-                    break
-                if time.monotonic() - last_progress > self.poll_timeout_s:
-                    raise KafkaSourceError(
-                        f"no records from {partition.topic}[{partition.partition}] at offset "
-                        f"{position} (planned up to {partition.end}) for {self.poll_timeout_s:.0f} s"
+                if positions and time.monotonic() - last_progress > self.poll_timeout_s:
+                    waiting = ", ".join(
+                        f"{topic}[{part}] at {at} (planned up to {ends[(topic, part)]})"
+                        for (topic, part), at in sorted(positions.items())
                     )
+                    raise KafkaSourceError(f"no records for {self.poll_timeout_s:.0f} s from {waiting}")
             if rows:
                 yield _to_arrow(rows)
             finished = True
         finally:
             _release_reader_consumer(self.client_config, consumer, reusable=finished)
+
+    def _take(self, message: Any, positions: dict, ends: dict) -> bool:
+        """Whether ``message`` is the next record of a range; drop ranges that reached their end.
+
+        ``positions`` holds each unfinished range's next offset and loses a range once it is
+        complete.
+        """
+        from confluent_kafka import KafkaError
+
+        key = (message.topic(), message.partition())
+        if key not in positions:
+            return False  # finished already, or left over from the consumer's previous assignment
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                if message.offset() >= positions[key]:
+                    # The planned end was at or below the high watermark, so the end of the
+                    # log is the end of the range (a transaction marker can take the last
+                    # offsets).
+                    del positions[key]
+                return False
+            if error.code() == KafkaError._AUTO_OFFSET_RESET and not self.fail_on_data_loss:
+                return False
+            raise KafkaSourceError(f"reading {key[0]}[{key[1]}] at {positions[key]}: {error}")
+        offset = message.offset()
+        if offset < positions[key]:
+            return False
+        if offset >= ends[key]:
+            del positions[key]
+            return False
+        positions[key] = offset + 1
+        if positions[key] >= ends[key]:
+            del positions[key]
+        return True
 
 
 _READER_CONSUMERS: dict[tuple, Any] = {}
