@@ -1,15 +1,16 @@
 """Speed-layer latency: acknowledgement -> row visible in PostgreSQL, at a steady rate.
 
-Starts an embedded broker and PostgreSQL (or uses PINPIPE_* settings), runs the stream job in
-this process, and sends ``--rate`` posts per second (three records each: pin, geo, user) for
-``--duration`` seconds, in one of two ways:
+Starts an embedded broker and PostgreSQL (or uses PINPIPE_* settings), runs the stream job as
+its own process (``python -m pinpipe.speed``, as ``pinpipe up`` does), and sends ``--rate``
+posts per second (three records each: pin, geo, user) for ``--duration`` seconds, in one of
+two ways:
 
 ``--via kafka`` (default)
     a producer writes the records the way the ingest API stores them; a pin is acknowledged
     when the broker acknowledges its delivery;
 ``--via api``
-    the emulator (:mod:`pinpipe.source.emulator`, native wire format) posts to the ingest API
-    (:func:`pinpipe.demo.running_api`, in this process); a pin is acknowledged when the API
+    the emulator (:mod:`pinpipe.source.emulator`, native wire format, in this process) posts to
+    the ingest API (``pinpipe api``, its own process); a pin is acknowledged when the API
     answers its request (the API answers after the broker acknowledged). The emulator draws
     random source rows, so a pin arrives many times: its latency is from its *last*
     acknowledgement.
@@ -17,11 +18,12 @@ this process, and sends ``--rate`` posts per second (three records each: pin, ge
 Latency is measured per pin, from its acknowledgement to the row's ``updated_at`` (the
 upsert inside its micro-batch's transaction). Lag is records acknowledged minus records
 committed by the stream job (``pinpipe.stream_batch.records``), sampled every second. Peak RSS
-is the stream job's: this process, its JVM and the PySpark workers (not the broker, not
-PostgreSQL). Prints one table::
+is the stream job's: its Python process, its JVM and the PySpark workers. Prints one table
+with a row per configuration; ``--baseline`` adds, in the same invocation, a run with one
+Spark task per Kafka partition (Spark's kafka source default) for the ratio::
 
-    .venv/bin/python bench/bench_speed.py --rate 2000 --duration 300
     .venv/bin/python bench/bench_speed.py --via api --rate 2000 --duration 300
+    .venv/bin/python bench/bench_speed.py --rate 2000 --duration 60 --baseline
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,21 +49,80 @@ import psycopg
 
 
 class PeakRss:
-    """Samples the RSS of this process plus its JVM and PySpark workers; keeps the peak."""
+    """Samples the RSS of a process and all its children (JVM, PySpark workers); keeps the peak."""
 
-    def __init__(self) -> None:
+    def __init__(self, pid: int) -> None:
         self.peak = 0
-        self._me = psutil.Process()
+        self._root = psutil.Process(pid)
 
     def sample(self) -> None:
-        total = self._me.memory_info().rss
-        for child in self._me.children(recursive=True):
+        try:
+            processes = [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for process in processes:
             try:
-                if child.name().startswith(("java", "python")):
-                    total += child.memory_info().rss
+                total += process.memory_info().rss
             except psutil.Error:
                 continue
         self.peak = max(self.peak, total)
+
+
+def child_env(workdir: Path, bootstrap: str, dsn: str, read_tasks: str) -> dict[str, str]:
+    """The environment of the stream job and the API: the broker and PostgreSQL started here."""
+    return {
+        **os.environ,
+        "PINPIPE_DATA_DIR": str(workdir),
+        "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
+        "PINPIPE_POSTGRES__DSN": dsn,
+        "PINPIPE_SPEED__READ_TASKS_PER_TOPIC": read_tasks,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, *argv], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """SIGTERM (the stream job finishes its batch), SIGKILL after ``timeout_s``."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def running_api(env: dict[str, str], workdir: Path, timeout_s: float = 60.0) -> Iterator[str]:
+    """``pinpipe api`` on a free loopback port, ready; yields its base URL."""
+    import httpx
+
+    from pinpipe.services.broker import free_port
+
+    port = free_port()
+    process = start(["-m", "pinpipe.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+                    env, workdir / "api.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the ingest API did not get ready; see {workdir / 'api.log'}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        stop(process)
 
 
 def committed_records(dsn: str) -> int:
@@ -125,10 +191,8 @@ def load_via_kafka(settings, bootstrap: str, args, acked: dict[str, float], tick
     return delivered_records[0]
 
 
-def load_via_api(settings, bootstrap: str, args, acked: dict[str, float], tick) -> int:
+def load_via_api(url: str, args, acked: dict[str, float], tick) -> int:
     """Run the emulator against the ingest API at ``rate`` posts/s; returns records accepted."""
-    from pinpipe.demo import running_api
-    from pinpipe.ingest.server import with_bootstrap
     from pinpipe.source.emulator import Emulator, EmulatorPlan
     from pinpipe.source.generator import generate_tables
     from pinpipe.source.wire import WireFormat
@@ -147,81 +211,63 @@ def load_via_api(settings, bootstrap: str, args, acked: dict[str, float], tick) 
             tick(self.stats.accepted)
 
     tables = generate_tables(seed=7)
-    api_settings = with_bootstrap(settings, bootstrap).model_copy(
-        update={"ingest": settings.ingest.model_copy(update={"port": 0})}
-    )
-    with running_api(api_settings) as url:
-        plan = EmulatorPlan(base_url=url, wire_format=WireFormat.NATIVE, rate=args.rate,
-                            duration_s=args.duration, batch_size=args.api_batch, concurrency=8)
-        emulator = AckClockEmulator(tables, plan)
-        stats = asyncio.run(emulator.run_async())
+    plan = EmulatorPlan(base_url=url, wire_format=WireFormat.NATIVE, rate=args.rate,
+                        duration_s=args.duration, batch_size=args.api_batch, concurrency=8)
+    emulator = AckClockEmulator(tables, plan)
+    stats = asyncio.run(emulator.run_async())
     print(f"emulator: {stats.as_dict()}", flush=True)
     return stats.accepted
 
 
-def main() -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("pinpipe.speed").setLevel(logging.INFO)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=2000.0, help="posts per second (x3 records)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
-    parser.add_argument("--trigger-s", type=float, default=1.0)
-    parser.add_argument("--via", choices=("kafka", "api"), default="kafka")
-    parser.add_argument("--api-batch", type=int, default=20, help="posts per API request (--via api)")
-    parser.add_argument("--label", default="", help="a name for the table's row")
-    args = parser.parse_args()
-
+def run_once(args, label: str, read_tasks: str) -> tuple[str, ...]:
+    """One configuration on a fresh broker, PostgreSQL and stream job; returns its table row."""
     from confluent_kafka import Producer
 
     from pinpipe.config import load_settings
     from pinpipe.events import Table, topic_name
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
-    from pinpipe.speed.job import run_stream
 
     workdir = Path(tempfile.mkdtemp(prefix="pinpipe-bench-speed-", dir="/tmp"))
     workdir.chmod(0o755)
-    settings = load_settings(data_dir=workdir, speed={"trigger_s": args.trigger_s})
-    rss = PeakRss()
+    settings = load_settings(data_dir=workdir)
     with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
-        stop = threading.Event()
-        job = threading.Thread(
-            target=run_stream, args=(settings, bootstrap, dsn),
-            kwargs={"trigger_s": args.trigger_s, "stop_event": stop}, daemon=True,
-        )
-        job.start()
-        # warm up: one post through the whole path before the clock starts
-        producer = Producer(settings.broker.client_config(bootstrap))
-        warm = json.dumps({"index": 0, "unique_id": "warm-up", "category": "art"}).encode()
-        producer.produce(topic_name(settings.broker.topic_prefix, Table.PIN), key=b"warm-up", value=warm)
-        producer.flush(30)
-        if not wait_for_pins(dsn, 1, 300):
-            raise SystemExit("the stream job did not write the warm-up record in 300 s")
-        warm_records = committed_records(dsn)
+        env = child_env(workdir, bootstrap, dsn, read_tasks)
+        job = start(["-m", "pinpipe.speed", "--trigger-s", str(args.trigger_s)], env, workdir / "stream.log")
+        rss = PeakRss(job.pid)
+        try:
+            # warm up: one post through the whole path before the clock starts
+            producer = Producer(settings.broker.client_config(bootstrap))
+            warm = json.dumps({"index": 0, "unique_id": "warm-up", "category": "art"}).encode()
+            producer.produce(topic_name(settings.broker.topic_prefix, Table.PIN), key=b"warm-up", value=warm)
+            producer.flush(30)
+            if not wait_for_pins(dsn, 1, 300):
+                raise SystemExit(f"the stream job did not write the warm-up record in 300 s; see {workdir}")
+            warm_records = committed_records(dsn)
 
-        acked: dict[str, float] = {}
-        lag_samples: list[int] = []
-        next_sample = [time.monotonic() + 1]
+            acked: dict[str, float] = {}
+            lag_samples: list[int] = []
+            next_sample = [time.monotonic() + 1]
 
-        def tick(records_acked: int) -> None:
-            if time.monotonic() >= next_sample[0]:
-                next_sample[0] += 1
-                lag_samples.append(records_acked - (committed_records(dsn) - warm_records))
+            def tick(records_acked: int) -> None:
+                if time.monotonic() >= next_sample[0]:
+                    next_sample[0] += 1
+                    lag_samples.append(records_acked - (committed_records(dsn) - warm_records))
+                    rss.sample()
+
+            print(f"[{label}] sending {args.rate:.0f} posts/s for {args.duration:.0f} s via {args.via} ...",
+                  flush=True)
+            if args.via == "kafka":
+                total = load_via_kafka(settings, bootstrap, args, acked, tick)
+            else:
+                with running_api(env, workdir) as url:
+                    total = load_via_api(url, args, acked, tick)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and committed_records(dsn) - warm_records < total:
                 rss.sample()
-
-        print(f"sending {args.rate:.0f} posts/s for {args.duration:.0f} s via {args.via} ...", flush=True)
-        if args.via == "kafka":
-            total = load_via_kafka(settings, bootstrap, args, acked, tick)
-        else:
-            total = load_via_api(settings, bootstrap, args, acked, tick)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and committed_records(dsn) - warm_records < total:
-            rss.sample()
-            time.sleep(0.5)
-        drained = committed_records(dsn) - warm_records >= total
-        stop.set()
-        job.join(timeout=60)
+                time.sleep(0.5)
+            drained = committed_records(dsn) - warm_records >= total
+        finally:
+            stop(job)
         with psycopg.connect(dsn) as conn:
             rows = conn.execute("SELECT unique_id, extract(epoch FROM updated_at) FROM pinpipe.pin").fetchall()
             batches, mean_records = conn.execute(
@@ -234,16 +280,36 @@ def main() -> None:
     third = max(1, len(lag_samples) // 3)
     lag_start = statistics.mean(lag_samples[:third]) if lag_samples else float("nan")
     lag_end = statistics.mean(lag_samples[-third:]) if lag_samples else float("nan")
+    return (label, args.via, f"{args.rate:.0f}", f"{args.duration:.0f}", str(len(latencies)),
+            f"{q[49]:.2f}", f"{q[94]:.2f}", f"{q[98]:.2f}", f"{latencies[-1]:.2f}",
+            f"{lag_start:.0f}", f"{lag_end:.0f}", str(max(lag_samples, default=0)), str(batches),
+            f"{float(mean_records or 0):.0f}", f"{rss.peak / 2**20:.0f}", "yes" if drained else "NO")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=2000.0, help="posts per second (x3 records)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
+    parser.add_argument("--trigger-s", type=float, default=1.0)
+    parser.add_argument("--via", choices=("kafka", "api"), default="kafka")
+    parser.add_argument("--api-batch", type=int, default=20, help="posts per API request (--via api)")
+    parser.add_argument("--baseline", action="store_true",
+                        help="also run with one Spark task per Kafka partition, for the ratio")
+    args = parser.parse_args()
+
+    results = [run_once(args, "pinpipe (1 task per topic)", "1")]
+    if args.baseline:
+        results.append(run_once(args, "baseline (1 task per partition)", "0"))
     header = ("run", "via", "posts/s", "s", "pins", "p50 s", "p95 s", "p99 s", "max s",
               "lag start", "lag end", "lag max", "batches", "rec/batch", "peak RSS MiB", "drained")
-    values = (args.label or "-", args.via, f"{args.rate:.0f}", f"{args.duration:.0f}", str(len(latencies)),
-              f"{q[49]:.2f}", f"{q[94]:.2f}", f"{q[98]:.2f}", f"{latencies[-1]:.2f}",
-              f"{lag_start:.0f}", f"{lag_end:.0f}", str(max(lag_samples, default=0)), str(batches),
-              f"{float(mean_records or 0):.0f}", f"{rss.peak / 2**20:.0f}", "yes" if drained else "NO")
-    widths = [max(len(h), len(v)) for h, v in zip(header, values)]
+    widths = [max(len(h), *(len(row[i]) for row in results)) for i, h in enumerate(header)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    print("| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |")
+    for row in results:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths)) + " |")
+    if len(results) == 2:
+        p50, p99 = (float(results[0][5]), float(results[1][5])), (float(results[0][7]), float(results[1][7]))
+        print(f"ratio pinpipe / baseline: p50 {p50[0] / p50[1]:.2f}, p99 {p99[0] / p99[1]:.2f}")
     print("lag = records acknowledged but not yet committed by the stream job (first / last third "
           "of the run, averaged); latency = ack -> row upserted in PostgreSQL, per pin")
 

@@ -203,11 +203,11 @@ class SpeedSettings(BaseModel):
     max_offsets_per_trigger: int | None = Field(
         200_000, ge=1, description="Most records one micro-batch reads (None: all available)."
     )
-    read_tasks_per_topic: int | None = Field(
+    read_tasks_per_topic: int = Field(
         1,
-        ge=1,
+        ge=0,
         description="Spark tasks reading each topic per micro-batch, each fetching several Kafka "
-        "partitions at once (None: one task per Kafka partition). pinpipe-kafka source only.",
+        "partitions at once (0: one task per Kafka partition). pinpipe-kafka source only.",
     )
     lateness_s: float = Field(
         600.0, ge=0, description="Watermark: metric windows older than the latest broker time minus this are final."
