@@ -15,7 +15,9 @@ two ways:
     random source rows, so a pin arrives many times: its latency is from its *last*
     acknowledgement.
 
-Latency is measured per pin, from its acknowledgement to the row's ``updated_at`` (the
+The load runs ``--warmup`` seconds (default 20) before the measured window: the first
+micro-batches of a new Spark query are slower (JIT, Python workers starting). Latency is
+measured per pin acknowledged in the window, from its acknowledgement to the row's ``updated_at`` (the
 upsert inside its micro-batch's transaction). Lag is records acknowledged minus records
 committed by the stream job (``pinpipe.stream_batch.records``), sampled every second. Peak RSS
 is the stream job's: its Python process, its JVM and the PySpark workers. Prints one table
@@ -174,7 +176,7 @@ def load_via_kafka(settings, bootstrap: str, args, acked: dict[str, float], tick
                 acked[message.key().decode()] = time.time()
 
     began, sent = time.monotonic(), 0
-    while time.monotonic() - began < args.duration:
+    while time.monotonic() - began < args.warmup + args.duration:
         due = int((time.monotonic() - began) * args.rate)
         while sent < due:
             uid = str(uuid.uuid4())
@@ -212,7 +214,7 @@ def load_via_api(url: str, args, acked: dict[str, float], tick) -> int:
 
     tables = generate_tables(seed=7)
     plan = EmulatorPlan(base_url=url, wire_format=WireFormat.NATIVE, rate=args.rate,
-                        duration_s=args.duration, batch_size=args.api_batch, concurrency=8)
+                        duration_s=args.warmup + args.duration, batch_size=args.api_batch, concurrency=8)
     emulator = AckClockEmulator(tables, plan)
     stats = asyncio.run(emulator.run_async())
     print(f"emulator: {stats.as_dict()}", flush=True)
@@ -248,13 +250,16 @@ def run_once(args, label: str, read_tasks: str) -> tuple[str, ...]:
             lag_samples: list[int] = []
             next_sample = [time.monotonic() + 1]
 
+            measure_from = time.time() + args.warmup
+
             def tick(records_acked: int) -> None:
-                if time.monotonic() >= next_sample[0]:
+                if time.monotonic() >= next_sample[0] and time.time() >= measure_from:
                     next_sample[0] += 1
                     lag_samples.append(records_acked - (committed_records(dsn) - warm_records))
                     rss.sample()
 
-            print(f"[{label}] sending {args.rate:.0f} posts/s for {args.duration:.0f} s via {args.via} ...",
+            print(f"[{label}] sending {args.rate:.0f} posts/s for {args.warmup:.0f} s (warm-up) + "
+                  f"{args.duration:.0f} s via {args.via} ...",
                   flush=True)
             if args.via == "kafka":
                 total = load_via_kafka(settings, bootstrap, args, acked, tick)
@@ -273,7 +278,11 @@ def run_once(args, label: str, read_tasks: str) -> tuple[str, ...]:
             batches, mean_records = conn.execute(
                 "SELECT count(*), avg(records) FROM pinpipe.stream_batch"
             ).fetchone()
-    latencies = sorted(float(seen) - acked[uid] for uid, seen in rows if uid in acked and float(seen) >= acked[uid])
+    latencies = sorted(
+        float(seen) - acked[uid]
+        for uid, seen in rows
+        if uid in acked and acked[uid] >= measure_from and float(seen) >= acked[uid]
+    )
     if not latencies:
         raise SystemExit("no acknowledged pin reached PostgreSQL")
     q = statistics.quantiles(latencies, n=100)
@@ -290,6 +299,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2000.0, help="posts per second (x3 records)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady load")
+    parser.add_argument("--warmup", type=float, default=20.0,
+                        help="seconds of the same load before the measured window (Spark warms up)")
     parser.add_argument("--trigger-s", type=float, default=1.0)
     parser.add_argument("--via", choices=("kafka", "api"), default="kafka")
     parser.add_argument("--api-batch", type=int, default=20, help="posts per API request (--via api)")

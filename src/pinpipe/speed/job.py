@@ -165,19 +165,20 @@ class MicroBatchHandler:
         clean = {table: outputs.get(table.value, empty) for table in Table}
         outcome = self.writer.write(self.query_id(), batch_id, clean, outputs.get(DEAD_LETTER), self.topics)
         done = time.monotonic()
-        if self.metrics is not None:
+        if self.metrics is not None and not outcome.replayed:
             from pinpipe.cleaning import BROKER_TIMESTAMP
 
-            if not outcome.replayed:
-                self.metrics.committed(outputs, collected[BROKER_TIMESTAMP])
-            self.update_lag()
+            # (the lag follows from the query's progress: run_stream's loop keeps it current)
+            self.metrics.committed(outputs, collected[BROKER_TIMESTAMP])
+        phases = self._trigger_phases()
         log.info(
-            "batch %d (spark %.2f s, postgres %.2f s%s): %s%s, %d dead letters, "
+            "batch %d (spark %.2f s, postgres %.2f s, handler %.2f s%s): %s%s, %d dead letters, "
             "%d late metric rows dropped",
             batch_id,
             collected_at - began,
             done - collected_at,
-            self._trigger_phases(),
+            time.monotonic() - began,
+            phases,
             "replayed (already written)" if outcome.replayed else "upserted ",
             "" if outcome.replayed else ", ".join(f"{k} {v}" for k, v in outcome.upserted.items()),
             outcome.dead_letters,
@@ -198,9 +199,8 @@ class MicroBatchHandler:
         if not progress:
             return ""
         durations = progress.get("durationMs", {}) if isinstance(progress, dict) else progress.durationMs
-        wanted = ("latestOffset", "walCommit", "commitOffsets", "triggerExecution")
         return "; previous trigger " + ", ".join(
-            f"{name} {durations[name] / 1000:.2f} s" for name in wanted if name in durations
+            f"{name} {ms / 1000:.2f} s" for name, ms in durations.items() if ms
         )
 
     def close(self) -> None:
