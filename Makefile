@@ -12,8 +12,9 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 
 .PHONY: demo test setup check system-packages clean
 
+# `make demo ARGS=--keep-running` keeps everything up for the dashboard after the summary.
 demo: $(STAMP)
-	$(BIN)/pinpipe demo
+	$(BIN)/pinpipe demo $(ARGS)
 
 test: $(STAMP) $(AIRFLOW_STAMP) system-packages
 	PINPIPE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)

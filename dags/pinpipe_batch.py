@@ -4,13 +4,17 @@ sink flushed the interval -> clean pin | geo | user (dt = the interval's day) ->
 quality -> publish to PostgreSQL. Idempotent per ``data_interval_start``: re-running a day
 overwrites that day's clean partitions and replaces the answers. Settings come from the
 workers' environment (``PINPIPE_*``, ``PINPIPE_CONFIG``). Needs ``pinpipe[airflow]``.
+
+A setup / teardown pair records the DAG run in ``pinpipe.batch_run`` (origin ``airflow``), as
+``pinpipe batch`` and ``pinpipe up --batch-every`` record theirs: the teardown runs whatever
+the steps did, and does not change the DAG run's state.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag, setup, task, teardown
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 TABLES = ("pin", "geo", "user")
@@ -26,6 +30,21 @@ TABLES = ("pin", "geo", "user")
     tags=["pinpipe"],
 )
 def pinpipe_batch():
+    @setup
+    @task
+    def record_start(data_interval_start=None, run_id=None) -> int | None:
+        from pinpipe.batch.tasks import record_start as start
+
+        return start(data_interval_start.date(), run_id)
+
+    @teardown
+    @task
+    def record_outcome(batch_run_id: int | None, ti=None) -> None:
+        from pinpipe.batch.tasks import record_outcome as finish
+
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+        finish(batch_run_id, states)
+
     @task.sensor(poke_interval=60, timeout=6 * 3600, mode="reschedule")
     def sink_flushed(data_interval_end=None) -> bool:
         from pinpipe.batch.tasks import interval_flushed
@@ -58,11 +77,18 @@ def pinpipe_batch():
         return publish_answers()
 
     flushed = sink_flushed()
+    started = record_start()
+    flushed >> started
     counts = [clean.override(task_id=f"clean_{table}")(table) for table in TABLES]
-    flushed >> counts
+    started >> counts
     answer_counts = answers()
     counts >> answer_counts
-    quality(counts, answer_counts) >> publish()
+    checked = quality(counts, answer_counts)
+    published = publish()
+    checked >> published
+    # After every step (not only publish: a failed clean_pin marks publish upstream_failed
+    # while clean_geo may still run).
+    [*counts, answer_counts, checked, published] >> record_outcome(started)
 
 
 pinpipe_batch()

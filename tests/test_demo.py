@@ -1,7 +1,9 @@
-"""`pinpipe demo` end to end in a fresh data dir: every record in Kafka and the lake, answers, nothing left running."""
+"""`pinpipe demo` end to end in a fresh data dir: a bounded `pinpipe up` with the emulator, the
+batch job, a summary whose figures agree with each other, and nothing left running."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -9,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from pinpipe.events import ANSWER_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +35,49 @@ def processes_of(directory: Path) -> set[int]:
     return found
 
 
-def test_demo_runs_and_stops_everything(traversable_dir: Path):
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
     env["PINPIPE_DATA_DIR"] = str(traversable_dir / "data")
+    env["COLUMNS"] = "160"  # no line wrapped in the middle of a figure
     result = subprocess.run(
-        [sys.executable, "-m", "pinpipe.cli", "demo", "--posts", "40", "--rate", "400"],
-        cwd=traversable_dir, env=env, capture_output=True, text=True, timeout=240,
+        [sys.executable, "-m", "pinpipe.cli", "demo", "--duration", "15s", "--rate", "20", "--dashboard-port", "0"],
+        cwd=traversable_dir, env=env, capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "every acknowledged record is in Kafka" in result.stdout
-    assert "pinterest_data 11,154 rows" in result.stdout
-    # 40 posts = 40 records in each of the three topics, 120 in all.
-    assert "│ total        │ 120" in result.stdout
-    # ... and the lake sink wrote each of them once.
-    for table in ("pin", "geo", "user"):  # table | dt partitions | files | records
-        assert re.search(rf"│ {table}\s+│ 1\s+│ \d+\s+│ 40\s+│", result.stdout), table
-    assert "lake verify: every offset once" in result.stdout
-    # ... the stream job upserted every key into PostgreSQL ...
-    assert "every key is in PostgreSQL" in result.stdout
-    assert re.search(r"│ pinpipe\.pin\s+│ (\d+)\s+│ \1\s+│", result.stdout)  # rows == distinct keys
-    # ... and the batch job cleaned them and published the answers.
-    assert "data-quality checks: passed" in result.stdout
-    assert re.search(r"│ pin\s+│ 40\s+│ 0\s+│ \d+\s+│ \d+\s+│", result.stdout)  # raw, quarantined, ...
-    assert "answers written to the lake and to PostgreSQL" in result.stdout
-    # The broker and PostgreSQL ran with the demo's working directory and data dir: none is left.
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "pinterest_data 11,154 rows" in out
+    assert "15 s are up: stopping" in out  # the bounded `pinpipe up` stopped itself, cleanly
+    last_run = json.loads((traversable_dir / "data" / "run" / "up-last-run.json").read_text())
+    assert last_run["stopped_by"] == "duration"
+
+    # The emulator's posts, each three records, all accepted by the API ...
+    emulator = re.search(r"emulator: ([\d,]+) posts, ([\d,]+) records sent: ([\d,]+) accepted, 0 rejected, 0 failed", out)
+    assert emulator, out
+    posts, sent, accepted = (number(g) for g in emulator.groups())
+    assert posts > 100 and sent == 3 * posts and accepted == sent  # 20 posts/s for 15 s: about 300
+    assert f"ingest API: {accepted:,} records accepted, 0 rejected" in out
+    # ... are in Kafka and in the lake, each once; PostgreSQL has one row per distinct key.
+    for table in ("pin", "geo", "user"):  # table | in Kafka | in the lake | distinct keys | PostgreSQL rows
+        row = re.search(rf"│ {table}\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│", out)
+        assert row, (table, out)
+        kafka, lake, keys, rows = (number(g) for g in row.groups())
+        assert kafka == lake == posts, table
+        assert 0 < keys <= posts and rows == keys, table
+    assert re.search(rf"│ total\s+│ {accepted:,}\s+│ {accepted:,}\s+│", out)
+    assert "✓ Kafka holds every record the API accepted" in out
+    assert "✓ the lake holds every Kafka record exactly once" in out
+    assert "✓ PostgreSQL holds every key" in out
+    assert re.search(r"stream latency, broker acknowledgement to PostgreSQL row: p50 [\d.]+ s, p99 [\d.]+ s", out)
+    # The batch job cleaned every record and answered the nine questions.
+    assert re.search(rf"│ pin\s+│ {posts}\s+│ 0\s+│ \d+\s+│ \d+\s+│", out)  # raw, quarantined, ...
+    assert "data-quality checks: passed" in out
+    for name in ANSWER_NAMES:
+        assert re.search(rf"^\s*{name}(\s|$)", out, re.MULTILINE), name
+    assert "answers written to the lake and to PostgreSQL" in out
+    assert "every check passed" in out
+    # Every process ran with the demo's working directory or data dir: none is left.
     assert processes_of(traversable_dir) == set()

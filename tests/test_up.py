@@ -144,3 +144,30 @@ def test_up_runs_everything_and_stops_without_losing_a_record(traversable_dir):
             "user": conn.execute('SELECT count(*) FROM pinpipe."user"').fetchone()[0],
         }
     assert rows == {table: len(found) for table, found in keys.items()}
+
+
+def test_up_with_a_duration_stops_by_itself_after_the_emulator_finished(traversable_dir):
+    """`up --duration`: the emulator posts for that long, then up drains and stops everything."""
+    from tests.test_demo import processes_of
+
+    data_dir = traversable_dir
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")},
+        "PINPIPE_DATA_DIR": str(data_dir),
+        "COLUMNS": "160",
+    }
+    command = [sys.executable, "-m", "pinpipe.cli", "up", "--emulate", "20", "--duration", "5s", "--no-stream",
+               "--api-port", "0", "--dashboard-port", "0", "--lake-metrics-port", "0", "--stream-metrics-port", "0"]
+    result = subprocess.run(command, cwd=data_dir, env=env, capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Runs for 5 s, then stops" in output and "5 s are up: stopping" in output
+    assert "emulator finished (exit 0)" in output
+
+    last = json.loads((data_dir / "run" / "up-last-run.json").read_text())
+    assert last["stopped_by"] == "duration"
+    emulated, accepted = last["emulator"], int(last["api"]["accepted"])
+    assert emulated["posts"] == 100 and emulated["failed"] == 0  # 20 posts/s for 5 s
+    assert emulated["sent"] == emulated["accepted"] == accepted == 300
+    assert {t: len(v) for t, v in lake_values(data_dir).items()} == {"pin": 100, "geo": 100, "user": 100}
+    assert read_state(data_dir) is None and processes_of(data_dir) == set()

@@ -202,6 +202,9 @@ def emulate(
         Optional[str], typer.Option(help="Read rows from this database instead of generating them.")
     ] = None,
     seed: SeedOption = None,
+    stats_json: Annotated[
+        Optional[Path], typer.Option(help="At the end, also write the counts to this JSON file.")
+    ] = None,
 ) -> None:
     """Play the users: post random source rows to the ingest API."""
     from pinpipe.source import emulation
@@ -220,6 +223,9 @@ def emulate(
         count = 1000
     stats = emulation.run_with_progress(settings, count=count, duration_s=duration, batch_size=batch_size)
     emulation.print_summary(stats, console)
+    if stats_json is not None:
+        stats_json.parent.mkdir(parents=True, exist_ok=True)
+        stats_json.write_text(json.dumps(stats.as_dict()) + "\n", encoding="utf-8")
     if stats.failed:
         raise typer.Exit(1)
 
@@ -330,6 +336,7 @@ def batch(
     last: Annotated[Optional[str], typer.Option("--to", help="Last day of a range (inclusive).")] = None,
     all_dates: Annotated[bool, typer.Option("--all", help="Every raw partition in the lake.")] = False,
     publish: Annotated[bool, typer.Option(help="Write the answers to PostgreSQL.")] = True,
+    origin: Annotated[str, typer.Option(hidden=True, help="Who started the run (pinpipe.batch_run.origin).")] = "cli",
 ) -> None:
     """Clean the raw lake partitions with Spark, answer the nine questions, check quality, publish."""
     from datetime import date as Date
@@ -353,7 +360,7 @@ def batch(
         raise typer.Exit(2) from error
     settings = _settings(ctx)
     try:
-        result = run_batch(settings, dates=dates, all_dates=all_dates, publish=publish)
+        result = run_batch(settings, dates=dates, all_dates=all_dates, publish=publish, origin=origin)
     except QualityError as error:
         err_console.print(f"[red]data-quality checks failed:[/] {error}")
         raise typer.Exit(1) from error
@@ -393,6 +400,9 @@ def up(
         Optional[str], typer.Option(help="Run the batch job this often (90s, 10m, 1h); default: leave it to Airflow.")
     ] = None,
     stream: Annotated[bool, typer.Option(help="Run the stream job (speed layer, Spark).")] = True,
+    duration: Annotated[
+        Optional[str], typer.Option(help="Stop cleanly this long after everything is up (90s, 10m); default: run until stopped.")
+    ] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background; `pinpipe down` stops it.")] = False,
     api_port: Annotated[Optional[int], typer.Option(help="Ingest API port (0: a free one) (settings: ingest.port).")] = None,
     dashboard_port: Annotated[
@@ -416,13 +426,14 @@ def up(
     settings = _settings(ctx, ingest__port=api_port, up=up_overrides or None)
     try:
         every = parse_duration(batch_every) if batch_every else None
+        duration_s = parse_duration(duration) if duration else None
     except ValueError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from error
     if detach:
         argv = [arg for arg in sys.argv[1:] if arg != "--detach"]
         raise typer.Exit(run_detached(argv, settings, console))
-    options = UpOptions(emulate_rate=emulate, batch_every_s=every, stream=stream)
+    options = UpOptions(emulate_rate=emulate, batch_every_s=every, stream=stream, duration_s=duration_s)
     raise typer.Exit(run_up(settings, options, console))
 
 
@@ -464,14 +475,28 @@ def dashboard(
 @app.command()
 def demo(
     ctx: typer.Context,
-    posts: Annotated[int, typer.Option(help="Posts to emulate (each is a pin, geo and user record).")] = 3000,
-    rate: Annotated[float, typer.Option(help="Posts per second.")] = 500.0,
-    batch: Annotated[bool, typer.Option(help="Run the batch job (Spark) at the end.")] = True,
+    duration: Annotated[str, typer.Option(help="How long the emulator posts (90s, 2m).")] = "60s",
+    rate: Annotated[float, typer.Option(help="Posts per second (each is a pin, geo and user record).")] = 50.0,
+    batch: Annotated[bool, typer.Option(help="Run the batch job (Spark) after the run.")] = True,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="After the summary, keep everything up for the dashboard until Ctrl-C.")
+    ] = False,
+    dashboard_port: Annotated[
+        Optional[int], typer.Option(help="Dashboard port (default: up.dashboard.port, or a free one if that is taken).")
+    ] = None,
 ) -> None:
-    """Run the pipeline on embedded defaults: services, source, API, lake, batch, summary."""
+    """`pinpipe up` with the emulator for a bounded run, then the batch job, then a checked summary."""
     from pinpipe.demo import run_demo
+    from pinpipe.up import parse_duration
 
-    raise typer.Exit(run_demo(_settings(ctx), posts=posts, rate=rate, console=console, batch=batch))
+    try:
+        duration_s = parse_duration(duration)
+    except ValueError as error:
+        err_console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
+    settings = _settings(ctx, up={"dashboard": {"port": dashboard_port}} if dashboard_port is not None else None)
+    raise typer.Exit(run_demo(settings, rate=rate, duration_s=duration_s, console=console, batch=batch,
+                              keep_running=keep_running))
 
 
 if __name__ == "__main__":  # pragma: no cover

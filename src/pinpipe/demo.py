@@ -1,29 +1,44 @@
-"""`pinpipe demo`: the pipeline on embedded defaults, start to finish, then a summary.
+"""`pinpipe demo`: `pinpipe up` with the emulator for a bounded run, the batch job, a checked summary.
 
-Starts (or reuses) the broker and PostgreSQL, loads the source tables into PostgreSQL and
-reads them back as the emulator's source (the original projects' RDS role), runs the ingest
-API, emulates posts through it, checks that Kafka holds every acknowledged record, prints
-what happened and stops everything it started.
+Starts (or reuses) the broker and PostgreSQL and loads the source tables into PostgreSQL, which
+the emulator reads back (the original projects' RDS role). Then it runs `pinpipe up`
+(:func:`pinpipe.up.run_up`) with the emulator for a bounded time: the real processes (API, lake
+sink, stream job, dashboard), drained and stopped cleanly at the end. Then the batch job, then
+the summary, checked: Kafka holds every record the API accepted, the lake holds every Kafka
+record exactly once, PostgreSQL holds every key; with the stream latency and the nine answers.
+It stops the services it started; with ``keep_running`` it first runs `pinpipe up` again,
+unbounded, for the dashboard, until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
 from pinpipe.config import Settings
-from pinpipe.events import Table, all_topics, topic_name
+from pinpipe.events import Table, topic_name
+
+if TYPE_CHECKING:
+    from pinpipe.batch.job import BatchResult
+    from pinpipe.lake.inventory import VerifyReport
 
 
 @contextmanager
 def running_api(settings: Settings, timeout_s: float = 20.0) -> Iterator[str]:
-    """The ingest API served by uvicorn in a background thread; yields its base URL."""
+    """The ingest API served by uvicorn in a background thread; yields its base URL.
+
+    (The demo runs the real processes; tests use this in-process API.)
+    """
     import uvicorn
 
     from pinpipe.ingest.app import create_app
@@ -92,74 +107,6 @@ def read_topics(client_config: dict, topics: list[str], expected: int, timeout_s
         consumer.close()
 
 
-@contextmanager
-def running_sink(settings: Settings, bootstrap: str, timeout_s: float = 60.0) -> Iterator[dict]:
-    """The lake sink in a background thread; stopped (flushed and committed) on exit.
-
-    Yields a dict holding the ``sink``; it receives ``stats`` (or ``error``) once stopped.
-    """
-    from pinpipe.lake import LakeSink
-
-    stop = threading.Event()
-    outcome: dict = {"sink": LakeSink(settings, bootstrap, stop)}
-
-    def work() -> None:
-        try:
-            outcome["stats"] = outcome["sink"].run()
-        except Exception as error:  # reported by the caller, after the thread ends
-            outcome["error"] = error
-
-    thread = threading.Thread(target=work, name="pinpipe-sink", daemon=True)
-    thread.start()
-    try:
-        yield outcome
-    finally:
-        stop.set()
-        thread.join(timeout=timeout_s)
-        if thread.is_alive():
-            outcome["error"] = RuntimeError(f"the lake sink did not stop within {timeout_s:.0f} s")
-
-
-def wait_for_sink(outcome: dict, ends: dict[tuple[str, int], int], timeout_s: float = 60.0) -> bool:
-    """Wait until the sink has taken every record up to ``ends``; False at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and "error" not in outcome:
-        positions = outcome["sink"].positions()
-        if all(positions.get(key, 0) >= end for key, end in ends.items() if end):
-            return True
-        time.sleep(0.1)
-    return False
-
-
-@contextmanager
-def running_stream(settings: Settings, bootstrap: str, dsn: str, timeout_s: float = 120.0) -> Iterator[dict]:
-    """The stream job (Spark Structured Streaming) in a background thread; stopped on exit."""
-    from pinpipe.speed import run_stream
-
-    stop = threading.Event()
-    started = threading.Event()
-    outcome: dict = {}
-
-    def work() -> None:
-        try:
-            run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop,
-                       started=started)
-        except Exception as error:  # reported by the caller
-            outcome["error"] = error
-
-    thread = threading.Thread(target=work, name="pinpipe-stream", daemon=True)
-    thread.start()
-    try:
-        # Wait for Spark, so that the latency measured is the stream's, not the JVM's start.
-        deadline = time.monotonic() + timeout_s
-        while not started.wait(0.2) and thread.is_alive() and time.monotonic() < deadline:
-            pass
-        yield outcome
-    finally:
-        stop.set()
-        thread.join(timeout=timeout_s)
-
-
 def speed_rows(dsn: str) -> dict[Table, int]:
     """Rows in the speed layer's tables."""
     import psycopg
@@ -169,18 +116,6 @@ def speed_rows(dsn: str) -> dict[Table, int]:
     with psycopg.connect(dsn) as conn:
         return {table: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
                 for table, name in SPEED_TABLES.items()}
-
-
-def wait_for_stream(dsn: str, outcome: dict, expected: dict[Table, int], timeout_s: float = 180.0) -> dict[Table, int]:
-    """Wait until every speed table holds ``expected`` rows (distinct keys), or the deadline."""
-    deadline = time.monotonic() + timeout_s
-    rows = speed_rows(dsn)
-    while time.monotonic() < deadline and "error" not in outcome:
-        if all(rows[table] >= count for table, count in expected.items()):
-            break
-        time.sleep(0.5)
-        rows = speed_rows(dsn)
-    return rows
 
 
 def stream_latency(dsn: str) -> tuple[float, float] | None:
@@ -210,10 +145,10 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
 
     from pinpipe.lake import lake_root
     from pinpipe.serve.schema import apply_migrations
+    from pinpipe.speed.job import checkpoint_location
 
     shutil.rmtree(lake_root(settings), ignore_errors=True)
-    checkpoint = settings.speed.checkpoint_dir or settings.data_dir / "checkpoints" / "speed"
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    shutil.rmtree(checkpoint_location(settings), ignore_errors=True)
     apply_migrations(dsn)
     with psycopg.connect(dsn) as conn:
         conn.execute(
@@ -224,161 +159,213 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
     console.print("[green]✓[/] empty lake, stream checkpoint and speed tables (the embedded broker starts empty)")
 
 
-def _print_lake(settings: Settings, bootstrap: str, sink: dict, held: dict[str, int], console: Console) -> bool:
-    """Show what the sink wrote and verify the lake; True when it holds what Kafka holds, once."""
-    from pinpipe.lake import list_partitions, verify_lake
+def _dashboard_port(settings: Settings) -> int:
+    """The configured dashboard port when it is free, else a free one (a busy 8080 must not stop
+    the demo). Chosen once, so that ``keep_running`` serves the dashboard at the same address."""
+    from pinpipe.up import free_port
 
-    if "error" in sink:
-        console.print(f"[red]✗[/] lake sink: {sink['error']}")
-        return False
-    table = RichTable("table", "dt partitions", "files", "records", title="what the lake holds (raw layer)")
-    totals: dict[str, list[int]] = {}
+    dashboard = settings.up.dashboard
+    if dashboard.port:
+        with socket.socket() as sock:
+            try:
+                sock.bind((dashboard.host, dashboard.port))
+                return dashboard.port
+            except OSError:
+                pass
+    return free_port()
+
+
+def _up_settings(settings: Settings, dsn: str) -> Settings:
+    """The demo's `pinpipe up`: free ports for what only it talks to, the emulator reading PostgreSQL."""
+    from pydantic import SecretStr
+
+    up = settings.up
+    return settings.model_copy(update={
+        "ingest": settings.ingest.model_copy(update={"port": 0}),
+        "up": up.model_copy(update={
+            "lake_metrics_port": 0, "stream_metrics_port": 0,
+            "dashboard": up.dashboard.model_copy(update={"port": _dashboard_port(settings)}),
+        }),
+        "source": settings.source.model_copy(update={"dsn": SecretStr(dsn)}),
+    })  # fmt: skip
+
+
+def _lake_records(settings: Settings) -> dict[str, int]:
+    """Records in the lake's raw layer per table (from the Parquet footers)."""
+    from pinpipe.lake import list_partitions
+
+    records: dict[str, int] = {}
     for info in list_partitions(settings):
-        entry = totals.setdefault(info.table, [0, 0, 0])
-        entry[0] += 1
-        entry[1] += info.files
-        entry[2] += info.records
-    for name, (partitions, files, records) in sorted(totals.items()):
-        table.add_row(name, f"{partitions:,}", f"{files:,}", f"{records:,}")
-    console.print(table)
-    prefix = settings.broker.topic_prefix
-    missing = {name: held[topic_name(prefix, name)] - totals.get(name, [0, 0, 0])[2]
-               for name in (table.value for table in Table)}
-    if any(missing.values()):
-        console.print(f"[red]✗[/] the lake lacks records that Kafka holds: {missing}")
-        return False
-    report = verify_lake(settings, bootstrap)
-    if not report.ok:
-        problems = [f"{c.topic}[{c.partition}]: {'; '.join(c.problems)}" for c in report.checks if c.problems]
-        console.print("[red]✗[/] lake verify: " + " | ".join(problems))
-        return False
-    console.print("[green]✓[/] lake verify: every offset once, contiguous, up to the committed offset")
-    return True
+        records[info.table] = records.get(info.table, 0) + info.records
+    return records
 
 
-def _print_speed(dsn: str, stream: dict, rows: dict[Table, int], expected: dict[Table, int],
-                 console: Console) -> bool:
-    """Rows the stream job upserted against the distinct keys in Kafka, and its latency."""
-    if "error" in stream:
-        console.print(f"[red]✗[/] stream job: {stream['error']}")
-        return False
-    table = RichTable("table", "rows in PostgreSQL", "distinct keys in Kafka", title="speed layer (PostgreSQL)")
-    for name in Table:
-        table.add_row(f"pinpipe.{name.value}", f"{rows[name]:,}", f"{expected[name]:,}")
-    console.print(table)
-    latency = stream_latency(dsn)
-    if latency is not None:
-        console.print(f"stream latency, broker acknowledgement to PostgreSQL row: p50 {latency[0]:.2f} s,"
-                      f" p99 {latency[1]:.2f} s")
-    if any(rows[name] < expected[name] for name in Table):
-        console.print("[yellow]![/] the stream job had not caught up within 180 s (it is slow on a busy"
-                      " machine; nothing is lost: it resumes from its checkpoint)")
-    else:
-        console.print("[green]✓[/] every key is in PostgreSQL")
-    return True
-
-
-def _run_batch(settings: Settings, console: Console) -> bool:
-    """The batch job over the whole lake: clean tables, the nine answers, quality, PostgreSQL."""
+def _run_batch(settings: Settings, console: Console) -> tuple[BatchResult | None, str]:
+    """The batch job over the whole lake, in this process; the result, or None and why."""
     from pinpipe.batch import QualityError, run_batch
+    from pinpipe.batch.spark import get_spark
+
+    with console.status("batch job: Spark cleans the lake, answers the questions, checks quality, publishes"):
+        spark = get_spark(settings, app_name="pinpipe-batch")
+        try:
+            return run_batch(settings, all_dates=True, spark=spark), ""
+        except QualityError as error:
+            return None, str(error)
+        finally:
+            spark.stop()  # its executor and memory are not needed while `keep_running` runs
+
+
+def _check(console: Console, ok: bool, text: str, *, warn_only: bool = False) -> bool:
+    mark = "[green]✓[/]" if ok else "[yellow]![/]" if warn_only else "[red]✗[/]"
+    console.print(f"{mark} {text}")
+    return ok or warn_only
+
+
+def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int], distinct: dict[Table, int],
+                   in_lake: dict[str, int], report: VerifyReport, rows: dict[Table, int],
+                   latency: tuple[float, float] | None, batch: tuple[BatchResult | None, str] | None,
+                   console: Console) -> bool:
+    """Print what the run did, each figure checked against the others; True when every check passed."""
     from pinpipe.batch.job import read_answers
     from pinpipe.batch.show import print_answers, print_counts
 
-    with console.status("batch job: Spark cleans the lake and answers the questions"):
-        try:
-            result = run_batch(settings, all_dates=True)
-        except QualityError as error:
-            console.print(f"[red]✗[/] {error}")
-            return False
-    print_counts(result, console)
-    print_answers(read_answers(settings), console, max_rows=5)
-    published = sum(result.published.values())
-    console.print(f"[green]✓[/] answers written to the lake and to PostgreSQL ({published:,} rows)")
-    return True
+    api, emulated = last_run.get("api") or {}, last_run.get("emulator") or {}
+    accepted = int(api.get("accepted") or 0)
+    passed = True
+    console.rule("demo summary")
+    if emulated:
+        console.print(f"emulator: {emulated['posts']:,} posts, {emulated['sent']:,} records sent: "
+                      f"{emulated['accepted']:,} accepted, {emulated['rejected']:,} rejected, "
+                      f"{emulated['failed']:,} failed ({emulated['retried']:,} retries)")  # fmt: skip
+    else:
+        console.print("[yellow]![/] emulator: no final counts (it was stopped before it finished)")
+    console.print(f"ingest API: {accepted:,} records accepted, {int(api.get('rejected') or 0):,} rejected")
+
+    table = RichTable("table", "in Kafka", "in the lake", "distinct keys", "PostgreSQL rows", title="records")
+    for name in Table:
+        table.add_row(name.value, f"{held[name]:,}", f"{in_lake.get(name.value, 0):,}", f"{distinct[name]:,}",
+                      f"{rows[name]:,}")
+    table.add_row("[bold]total[/]", f"[bold]{sum(held.values()):,}[/]",
+                  f"[bold]{sum(in_lake.get(name.value, 0) for name in Table):,}[/]", "", "")
+    console.print(table)
+    if latency is not None:
+        console.print(f"stream latency, broker acknowledgement to PostgreSQL row: p50 {latency[0]:.2f} s,"
+                      f" p99 {latency[1]:.2f} s")
+
+    if emulated:
+        passed &= _check(console, not emulated["failed"], f"the emulator had an answer to every post "
+                         f"({emulated['failed']:,} records failed)")  # fmt: skip
+    passed &= _check(console, accepted > 0, f"the API accepted {accepted:,} records")
+    lost = accepted - sum(held.values())
+    passed &= _check(console, lost <= 0, "Kafka holds every record the API accepted"
+                     + (f" ({lost:,} missing)" if lost > 0 else ""))
+    short = {t.value: held[t] - in_lake.get(t.value, 0) for t in Table if held[t] != in_lake.get(t.value, 0)}
+    problems = "".join(f"; {c.topic}[{c.partition}]: {', '.join(c.problems)}" for c in report.checks if c.problems)
+    passed &= _check(console, not short and report.ok,
+                     "the lake holds every Kafka record exactly once (lake verify: offsets contiguous,"
+                     " no duplicates, up to the committed offset)"
+                     + (f"; Kafka minus lake: {short}" if short else "") + problems)
+    # Only a warning: a stream job slow on a busy machine resumes from its checkpoint, nothing is lost.
+    caught_up = all(rows[t] == distinct[t] for t in Table)
+    _check(console, caught_up, "PostgreSQL holds every key (rows == distinct keys in Kafka)" if caught_up
+           else "the stream job had not caught up when the run stopped (it resumes from its checkpoint)",
+           warn_only=True)
+
+    if batch is not None:
+        result, error = batch
+        if result is None:
+            passed &= _check(console, False, f"batch job: {error}")
+        else:
+            print_counts(result, console)
+            print_answers(read_answers(settings), console, max_rows=5)
+            published = sum(result.published.values())
+            passed &= _check(console, True, f"the answers written to the lake and to PostgreSQL ({published:,} rows)")
+    return passed
 
 
-def run_demo(settings: Settings, *, posts: int, rate: float, console: Console, batch: bool = True) -> int:
+def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Console, batch: bool = True,
+             keep_running: bool = False) -> int:
     """Run the demo; returns the exit code (0 when every record is where it should be)."""
-    from pinpipe.ingest.server import with_bootstrap
-    from pinpipe.lake import lake_root
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
-    from pinpipe.services.topics import ensure_topics
-    from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables, read_tables
-    from pinpipe.source.emulation import print_summary, run_with_progress
-    from pinpipe.source.generator import generate_tables
+    from pinpipe.up import read_state, start_services, stop_services
 
     began = time.monotonic()
-    with console.status("starting the embedded broker and PostgreSQL"):
-        stack = _services(settings, kafka_bootstrap, postgres_dsn)
-        bootstrap, dsn = next(stack)
+    running = read_state(settings)
+    if running is not None:
+        console.print(f"[red]pinpipe up is already running[/] (pid {running['pid']}): `pinpipe down` stops it")
+        return 1
+    # SIGTERM as Ctrl-C: the `finally` below stops what the demo started.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    started: list[str] = []
     try:
-        console.print(f"[green]✓[/] broker at {bootstrap}; PostgreSQL ready")
-        client_config = settings.broker.client_config(bootstrap)
-        prefix = settings.broker.topic_prefix
-        topics = [topic_name(prefix, table) for table in Table]
-        created = ensure_topics(client_config, all_topics(prefix), settings.broker.partitions)
-        console.print("[green]✓[/] topics: " + ", ".join(f"{t} ({state})" for t, state in created.items()))
-
-        embedded = settings.broker.bootstrap_servers is None and settings.postgres.dsn is None
-        if embedded and settings.lake.root is None:
-            _forget_earlier_run(settings, dsn, console)
-
-        generated = generate_tables(settings.source.seed, settings.source.rows)
-        loaded = load_tables(generated, dsn)
-        tables = read_tables(dsn)
-        console.print(
-            "[green]✓[/] source tables loaded into PostgreSQL: "
-            + ", ".join(f"{SOURCE_TABLE_NAMES[t]} {n:,} rows" for t, n in loaded.items())
-        )
-
-        api_settings = with_bootstrap(settings, bootstrap).model_copy(
-            update={"ingest": settings.ingest.model_copy(update={"port": 0})}
-        )
-        with (
-            running_stream(settings, bootstrap, dsn) as stream,
-            running_sink(settings, bootstrap) as sink,
-            running_api(api_settings) as base_url,
-        ):
-            console.print(f"[green]✓[/] ingest API at {base_url}; lake sink writing to {lake_root(settings)};"
-                          " stream job writing to PostgreSQL")
-            emulating = settings.model_copy(
-                update={"emulator": settings.emulator.model_copy(update={"base_url": base_url, "rate": rate})}
-            )
-            stats = run_with_progress(emulating, count=posts, duration_s=None, tables=tables, console=console)
-            print_summary(stats, console)
-            held, ends, distinct = read_topics(client_config, topics, expected=stats.accepted)
-            with console.status("waiting for the lake sink to take every record"):
-                if not wait_for_sink(sink, ends):
-                    sink.setdefault("error", RuntimeError("the lake sink did not catch up within 60 s"))
-            expected_rows = {table: distinct[topic_name(prefix, table)] for table in Table}
-            with console.status("waiting for the stream job to upsert every key into PostgreSQL"):
-                rows = wait_for_stream(dsn, stream, expected_rows)
-
-        summary = RichTable("topic", "records in Kafka", title="what Kafka holds")
-        for topic, count in held.items():
-            summary.add_row(topic, f"{count:,}")
-        summary.add_row("[bold]total[/]", f"[bold]{sum(held.values()):,}[/]")
-        console.print(summary)
-        lost = stats.accepted - sum(held.values())
-        if lost > 0 or stats.failed:
-            console.print(f"[red]✗[/] {lost} acknowledged records missing, {stats.failed} failed")
+        with console.status("starting the embedded broker and PostgreSQL"):
+            statuses, started = start_services(settings)
+        for status in statuses:
+            mark = "[green]✓[/]" if status.healthy else "[red]✗[/]"
+            console.print(f"{mark} {status.name} ({status.mode}) {status.address}: {status.detail}")
+        if not all(status.healthy for status in statuses):
             return 1
-        console.print("[green]✓[/] every acknowledged record is in Kafka")
-        # Leaving the block above stopped the sink: it wrote what it buffered and committed.
-        if not _print_lake(settings, bootstrap, sink, held, console):
-            return 1
-        if not _print_speed(dsn, stream, rows, expected_rows, console):
-            return 1
-        if batch and not _run_batch(settings, console):
-            return 1
-        console.print(f"demo finished in {time.monotonic() - began:.1f} s")
-        return 0
+        # The services are up now: these resolve to them and leave them running.
+        with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
+            return _run(settings, bootstrap, dsn, started, rate=rate, duration_s=duration_s, console=console,
+                        batch=batch, keep_running=keep_running, began=began)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
     finally:
         with console.status("stopping what the demo started"):
-            stack.close()
+            stop_services(settings, started, lambda name, message: console.print(f"[cyan]{name}[/] {message}"))
+        signal.signal(signal.SIGTERM, previous)
 
 
-def _services(settings, kafka_bootstrap, postgres_dsn) -> Iterator[tuple[str, str]]:
-    # A generator so that run_demo can show a spinner while starting and stop in `finally`.
-    with postgres_dsn(settings) as dsn, kafka_bootstrap(settings) as bootstrap:
-        yield bootstrap, dsn
+def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, rate: float, duration_s: float,
+         console: Console, batch: bool, keep_running: bool, began: float) -> int:
+    """The demo once the services run: source tables, bounded `pinpipe up`, read-back, batch, summary."""
+    from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables
+    from pinpipe.source.generator import generate_tables
+    from pinpipe.up import LAST_RUN_FILE, UpOptions, run_up
+
+    fresh_broker = "broker" in started
+    if fresh_broker and settings.postgres.dsn is None and settings.lake.root is None:
+        _forget_earlier_run(settings, dsn, console)
+    loaded = load_tables(generate_tables(settings.source.seed, settings.source.rows), dsn)
+    console.print("[green]✓[/] source tables loaded into PostgreSQL (the emulator reads them): "
+                  + ", ".join(f"{SOURCE_TABLE_NAMES[t]} {n:,} rows" for t, n in loaded.items()))
+
+    up_settings = _up_settings(settings, dsn)
+    console.rule(f"pinpipe up: the emulator posts {rate:g} posts/s for {duration_s:g} s")
+    code = run_up(up_settings, UpOptions(emulate_rate=rate, duration_s=duration_s), console)
+    if code != 0:
+        console.print("[red]✗[/] pinpipe up did not run cleanly: see the messages above and the logs in"
+                      f" {settings.data_dir / 'logs'}")
+        return 1
+    last_run = json.loads((settings.run_dir / LAST_RUN_FILE).read_text(encoding="utf-8"))
+    if last_run.get("stopped_by") != "duration":
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+    from pinpipe.lake import verify_lake
+
+    prefix = settings.broker.topic_prefix
+    topics = {table: topic_name(prefix, table) for table in Table}
+    accepted = int((last_run.get("api") or {}).get("accepted") or 0)
+    with console.status("reading Kafka, the lake and PostgreSQL back"):
+        held, _, distinct = read_topics(settings.broker.client_config(bootstrap), list(topics.values()),
+                                        expected=accepted)
+        in_lake, report = _lake_records(settings), verify_lake(settings, bootstrap)
+        rows, latency = speed_rows(dsn), stream_latency(dsn)
+    batch_outcome = _run_batch(settings, console) if batch else None
+    passed = _print_summary(
+        settings, last_run=last_run, held={t: held[topics[t]] for t in Table},
+        distinct={t: distinct[topics[t]] for t in Table}, in_lake=in_lake, report=report, rows=rows,
+        latency=latency, batch=batch_outcome, console=console,
+    )
+    verdict = "every check passed" if passed else "[red]a check failed[/]"
+    console.print(f"demo finished in {time.monotonic() - began:.0f} s: {verdict}")
+    if not keep_running:
+        return 0 if passed else 1
+    dashboard = up_settings.up.dashboard
+    host = "127.0.0.1" if dashboard.host in ("0.0.0.0", "::") else dashboard.host
+    console.rule(f"keeping everything up: dashboard at http://{host}:{dashboard.port}; Ctrl-C stops it")
+    code = run_up(up_settings, UpOptions(emulate_rate=rate), console)
+    return 0 if passed and code == 0 else 1

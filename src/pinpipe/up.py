@@ -4,9 +4,10 @@
 PostgreSQL (:func:`pinpipe.services.resolve.services_up`), the schema migrations, the ingest
 API, the lake sink, the stream job, the dashboard, optionally the emulator; it runs the batch
 job every ``--batch-every`` (or leaves it to Airflow), supervises the processes
-(:mod:`pinpipe.supervisor`) and, on Ctrl-C or SIGTERM, stops everything in reverse order. Before
-stopping the consumers it lets them drain what the API accepted (the embedded broker keeps
-nothing across restarts), and it records the final figures in ``<run_dir>/up-last-run.json``.
+(:mod:`pinpipe.supervisor`) and, on Ctrl-C or SIGTERM (or when ``--duration`` is up), stops
+everything in reverse order. Before stopping the consumers it lets them drain what the API
+accepted (the embedded broker keeps nothing across restarts), and it records the final figures
+(the API's, and the emulator's when it finished its bounded run) in ``<run_dir>/up-last-run.json``.
 
 What is running is recorded in ``<run_dir>/up.json`` (pids, addresses, ports; no secrets), so
 ``pinpipe status`` and ``pinpipe down`` work from another terminal. Ports set to 0 are chosen
@@ -27,17 +28,23 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table as RichTable
 
 from pinpipe.config import Settings
-from pinpipe.supervisor import GaveUp, HealthTimeout, ProcessSpec, RestartPolicy, Supervisor
+from pinpipe.supervisor import Event, GaveUp, HealthTimeout, ProcessSpec, RestartPolicy, Supervisor
+
+if TYPE_CHECKING:
+    from pinpipe.services.resolve import ServiceStatus
 
 UP_RECORD = "up"
 STATE_FILE = "up.json"
 LAST_RUN_FILE = "up-last-run.json"
+EMULATOR_STATS_FILE = "emulator-last-run.json"
 CONSUMER_DRAIN_S = 60.0
+EMULATOR_GRACE_S = 30.0  # a bounded run waits this long past its end for the emulator's last requests
 
 
 # --- the run dir --------------------------------------------------------------------------------
@@ -89,9 +96,14 @@ def parse_duration(text: str) -> float:
 
 @dataclass
 class UpOptions:
+    """What ``pinpipe up`` runs besides the API, the lake sink and the dashboard, and for how long."""
+
     emulate_rate: float | None = None
     batch_every_s: float | None = None
     stream: bool = True
+    duration_s: float | None = None
+    """Stop, as on SIGTERM (emulator first, drain, then the rest), this long after every component
+    is healthy; the emulator then posts for exactly this long. None: run until stopped."""
 
 
 @dataclass
@@ -118,6 +130,8 @@ class UpRun:
     next_batch_at: float | None = None
     dsn: str = ""
     pg_started_at: object = None  # PostgreSQL's clock when up started (stream progress since)
+    running_since: float | None = None  # monotonic time every component was healthy
+    stopped_by: str = "signal"  # or "duration", "gave up", "failed to start" (in up-last-run.json)
 
     def event(self, name: str, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -217,11 +231,18 @@ def _specs(run: UpRun, bootstrap: str) -> list[tuple[ProcessSpec, Component]]:
         Component("dashboard", dash_url, f"{dash_url}/metrics", f"{dash_url}/healthz"),
     ))  # fmt: skip
     if run.options.emulate_rate:
+        # A bounded run's emulator ends by itself, so it writes its final counts (a SIGTERM does not
+        # let it); it is not restarted then. An endless one is stopped by SIGTERM.
+        bounded = run.options.duration_s is not None
         argv = _python(cli, "emulate", "--base-url", api_url, "--rate", str(run.options.emulate_rate),
-                       "--duration", str(365 * 86400))
+                       "--duration", str(run.options.duration_s if bounded else 365 * 86400),
+                       "--stats-json", str(settings.run_dir / EMULATOR_STATS_FILE))
+        emulator_env = dict(env)
+        if settings.source.dsn is not None:  # read the rows from that database, as `emulate --source-dsn`
+            emulator_env["PINPIPE_SOURCE__DSN"] = settings.source.dsn.get_secret_value()
         out.append((
-            ProcessSpec("emulator", argv, logs / "emulator.log", env, address=f"-> {api_url}",
-                        stop_timeout_s=10.0),
+            ProcessSpec("emulator", argv, logs / "emulator.log", emulator_env, address=f"-> {api_url}",
+                        restart=not bounded, stop_timeout_s=10.0),
             Component("emulator", f"{run.options.emulate_rate:g} posts/s -> {api_url}"),
         ))  # fmt: skip
     return out
@@ -273,10 +294,28 @@ def _batch_tick(run: UpRun, env: dict[str, str]) -> None:
     log = run.settings.data_dir / "logs" / "batch.log"
     with open(log, "ab") as out:
         run.batch_process = subprocess.Popen(
-            _python("pinpipe.cli", "batch", "--all"), stdin=subprocess.DEVNULL, stdout=out,
+            _python("pinpipe.cli", "batch", "--all", "--origin", "up"), stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True,
         )
     run.event("batch", f"run started (pid {run.batch_process.pid})")
+
+
+def _duration_tick(run: UpRun) -> None:
+    """A bounded run stops once its time is up and the emulator has had its last answers."""
+    limit = run.options.duration_s
+    if limit is None or run.running_since is None or run.stop.is_set():
+        return
+    elapsed = time.monotonic() - run.running_since
+    if elapsed < limit:
+        return
+    emulator = run.supervisor.children.get("emulator") if run.supervisor else None
+    if emulator is not None and emulator.alive() and elapsed < limit + EMULATOR_GRACE_S:
+        return  # its last requests are in flight
+    if emulator is not None and emulator.process is not None and emulator.process.poll() is not None:
+        run.event("emulator", f"finished (exit {emulator.process.returncode})")
+    run.event("up", f"{limit:g} s are up: stopping")
+    run.stopped_by = "duration"
+    run.stop.set()
 
 
 # --- draining and the final figures -------------------------------------------------------------
@@ -320,32 +359,76 @@ def _stream_records_since(dsn: str, since: object) -> int | None:
     return None if row is None else int(row[0])
 
 
+def _checkpoint_is_empty(settings: Settings) -> bool:
+    """True when the stream job starts a new query (no local checkpoint yet)."""
+    from pinpipe.speed.job import checkpoint_location
+
+    location = checkpoint_location(settings)
+    if "://" in location.removeprefix("file://"):
+        return False  # a remote checkpoint: not looked into
+    path = Path(location.removeprefix("file://"))
+    return not path.exists() or not any(path.iterdir())
+
+
+def _wait_for_first_micro_batch(run: UpRun) -> None:
+    """Before the emulator starts: wait (bounded) until the stream job's new query has committed
+    its first micro-batch, so that the stream latency measured is the stream's, not Spark's start.
+
+    A new query runs micro-batch 0 as soon as it runs, even on empty topics. (A resumed one runs
+    a micro-batch only for new data: this is called for a new query only.)
+    """
+    child = run.supervisor.children.get("stream") if run.supervisor else None
+    timeout_s = run.settings.up.health_timeout_s
+    deadline = time.monotonic() + timeout_s
+    with run.console.status("stream: waiting for Spark to run the query's first micro-batch"):
+        while time.monotonic() < deadline and not run.stop.is_set() and child is not None and child.alive():
+            if _stream_batches_since(run.dsn, run.pg_started_at):
+                run.event("stream", "query running (first micro-batch committed)")
+                return
+            time.sleep(0.5)
+    if not run.stop.is_set():
+        run.event("stream", f"no micro-batch committed within {timeout_s:.0f} s; starting the emulator anyway")
+
+
+def _stream_batches_since(dsn: str, since: object) -> int:
+    """Micro-batches the stream job committed since ``since`` (PostgreSQL time); 0 if unknown."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            row = conn.execute("SELECT count(*) FROM pinpipe.stream_batch WHERE committed_at >= %s", (since,)).fetchone()
+    except psycopg.Error:
+        return 0
+    return 0 if row is None else int(row[0])
+
+
 def _drain(run: UpRun) -> dict:
-    """After the source stopped: wait (bounded) until the lake sink has consumed every record
-    the API produced and the stream job is idle; returns the API's final figures."""
+    """After the source stopped: wait (bounded) until the API's figures hold still, the lake sink
+    has consumed every record the API produced and the stream job has written every record the
+    API accepted; returns the API's final figures."""
     urls = {c.name: c.metrics_url for c in run.components}
     api = _scrape_totals(urls.get("api"))
     if not api:
         run.event("api", "its /metrics cannot be read: stopping without waiting for the consumers")
         return {}
-    produced = (api.get("accepted") or 0) + (api.get("rejected") or 0)
     deadline = time.monotonic() + CONSUMER_DRAIN_S
-    sink_done = stream_done = False
     while time.monotonic() < deadline:
-        if not sink_done:
-            child = run.supervisor.children.get("lake-sink") if run.supervisor else None
-            sink = _scrape_totals(urls.get("lake-sink"), attempts=1)
-            sink_done = child is None or not child.alive() or (sink.get("lake_consumed") or 0) >= produced
-        if not stream_done:
-            child = run.supervisor.children.get("stream") if run.supervisor else None
-            if child is None or not child.alive():
-                stream_done = True
-            else:  # every accepted table record went through a micro-batch since up started
-                written = _stream_records_since(run.dsn, run.pg_started_at)
-                stream_done = written is not None and written >= (api.get("accepted") or 0)
-        if sink_done and stream_done:
-            break
         time.sleep(0.5)
+        # Requests in flight when the source stopped still complete: read the API again each round.
+        latest = _scrape_totals(urls.get("api"), attempts=1) or api
+        settled, api = latest == api, latest
+        produced = (api.get("accepted") or 0) + (api.get("rejected") or 0)
+        child = run.supervisor.children.get("lake-sink") if run.supervisor else None
+        sink_done = child is None or not child.alive() or (
+            (_scrape_totals(urls.get("lake-sink"), attempts=1).get("lake_consumed") or 0) >= produced
+        )
+        child = run.supervisor.children.get("stream") if run.supervisor else None
+        stream_done = child is None or not child.alive()
+        if not stream_done:  # every accepted table record went through a micro-batch since up started
+            written = _stream_records_since(run.dsn, run.pg_started_at)
+            stream_done = written is not None and written >= (api.get("accepted") or 0)
+        if settled and sink_done and stream_done:
+            break
     else:
         run.event("up", f"consumers did not catch up within {CONSUMER_DRAIN_S:.0f} s; stopping anyway")
     return api
@@ -367,7 +450,6 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
     Returns the exit code: 0 after a clean stop, 1 if a component failed to start or gave up.
     """
     from pinpipe.serve.schema import apply_migrations
-    from pinpipe.services.resolve import services_up
     from pinpipe.services.state import read_record
 
     existing = read_state(settings)
@@ -384,16 +466,11 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         run.ports = _choose_ports(settings)
         _save_state(run, "starting")
         console.print("[cyan]services[/] starting broker and PostgreSQL (those not configured external)")
-        had_broker = _embedded_broker_running(settings)
-        had_pg = _embedded_pg_running(settings)
-        statuses = services_up(settings)
+        statuses, run.started_services = start_services(settings)
         for status in statuses:
             record = read_record(settings.run_dir, status.name) if status.mode == "embedded" else None
             run.components.append(Component(status.name, status.address, pid=record.pid if record else None,
                                             note=status.mode))
-            ours = status.mode == "embedded" and not (had_broker if status.name == "broker" else had_pg)
-            if ours:
-                run.started_services.append(status.name)
         if not all(s.healthy for s in statuses):
             console.print("[red]a service is not healthy[/]; see the table")
             _print_table(run)
@@ -406,9 +483,13 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         if "broker" in run.started_services:
             _archive_stale_state(run)
         _save_state(run, "starting")
+        (settings.run_dir / EMULATOR_STATS_FILE).unlink(missing_ok=True)  # only this run's counts
+        new_stream_query = options.stream and _checkpoint_is_empty(settings)
         for spec, component in _specs(run, bootstrap):
             if run.stop.is_set():
                 raise HealthTimeout("interrupted while starting")
+            if spec.name == "emulator" and new_stream_query:
+                _wait_for_first_micro_batch(run)
             console.print(f"[cyan]{spec.name}[/] starting")
             child = run.supervisor.start(spec, timeout_s=settings.up.health_timeout_s, stop=run.stop)
             component.pid = child.pid
@@ -420,10 +501,15 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
             run.components.append(Component("batch", "-", note="not scheduled: `pinpipe batch` or Airflow"))
         _save_state(run, "running")
         _print_table(run)
-        console.print("Ctrl-C (or `pinpipe down`) stops everything.")
+        if options.duration_s is not None:
+            console.print(f"Runs for {options.duration_s:g} s, then stops; Ctrl-C (or `pinpipe down`) stops it sooner.")
+        else:
+            console.print("Ctrl-C (or `pinpipe down`) stops everything.")
         env = _child_env(settings, bootstrap, run.dsn)
+        run.running_since = time.monotonic()
 
         def tick() -> None:
+            _duration_tick(run)
             _batch_tick(run, env)
             for component in run.components:  # keep restarted pids current for `pinpipe status`
                 child = run.supervisor.children.get(component.name)
@@ -434,16 +520,27 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         run.supervisor.watch(run.stop, tick=tick)
     except GaveUp as error:
         console.print(f"[bold red]giving up:[/] {error}")
-        code = 1
+        run.stopped_by, code = "gave up", 1
     except HealthTimeout as error:
         if not run.stop.is_set():
             console.print(f"[bold red]failed to start:[/] {error}")
-            code = 1
+            run.stopped_by, code = "failed to start", 1
     finally:
         _shutdown(run)
         for s, handler in previous.items():
             signal.signal(s, handler)
     return code
+
+
+def start_services(settings: Settings) -> tuple[list[ServiceStatus], list[str]]:
+    """The broker and PostgreSQL, started unless configured external or already running
+    (:func:`pinpipe.services.resolve.services_up`). Returns their statuses and the names of the
+    embedded ones started now: those are the caller's to stop (:func:`stop_services`)."""
+    from pinpipe.services.resolve import services_up
+
+    had = {"broker": _embedded_broker_running(settings), "postgres": _embedded_pg_running(settings)}
+    statuses = services_up(settings)
+    return statuses, [s.name for s in statuses if s.mode == "embedded" and not had[s.name]]
 
 
 def _embedded_broker_running(settings: Settings) -> bool:
@@ -500,6 +597,38 @@ def _resolved_dsn(settings: Settings) -> str:
     return server.dsn
 
 
+def _end_process_group(pgid: int, timeout_s: float) -> None:
+    """SIGTERM what is left of process group ``pgid``, wait up to ``timeout_s`` until it is gone
+    (zombies count as gone), then SIGKILL it."""
+
+    def alive() -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        if not Path("/proc/self").exists():  # no procfs: a zombie cannot be told apart
+            return True
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, IndexError, ValueError):
+                continue
+            if int(pgrp) == pgid and state != "Z":
+                return True
+        return False
+
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        if not alive():
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait_s
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
 def _shutdown(run: UpRun) -> None:
     """Stop in reverse order: source, (drain), dashboard, stream, sink, API, then services."""
     console, supervisor = run.console, run.supervisor
@@ -509,14 +638,17 @@ def _shutdown(run: UpRun) -> None:
     console.print("[cyan]up[/] stopping")
     final: dict = {}
     try:
-        if run.batch_process is not None and run.batch_process.poll() is None:
-            run.event("batch", "stopping the running batch job")
-            run.batch_process.send_signal(signal.SIGINT)  # KeyboardInterrupt: recorded as failed
-            try:
-                run.batch_process.wait(timeout=run.settings.up.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(run.batch_process.pid, signal.SIGKILL)
-                run.batch_process.wait()
+        if run.batch_process is not None:
+            if run.batch_process.poll() is None:
+                run.event("batch", "stopping the running batch job")
+                run.batch_process.send_signal(signal.SIGINT)  # KeyboardInterrupt: recorded as cancelled
+                try:
+                    run.batch_process.wait(timeout=run.settings.up.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            # Its Spark JVM ignores SIGINT, and outlives a driver stopped while the JVM starts.
+            _end_process_group(run.batch_process.pid, run.settings.up.stop_timeout_s)
+            run.batch_process.wait()
         if supervisor is not None:
             if "emulator" in supervisor.children:
                 supervisor.stop("emulator")
@@ -524,37 +656,53 @@ def _shutdown(run: UpRun) -> None:
                 final = _drain(run)
             supervisor.stop_all()
     finally:
-        _stop_services(run)
+        stop_services(run.settings, run.started_services, run.event)
+        emulated = _emulator_stats(run)
         summary = {
             "stopped_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "stopped_by": run.stopped_by,
             "api": final,
+            "emulator": emulated,
             "restarts": {name: c.restart_total for name, c in (supervisor.children.items() if supervisor else [])},
         }
         _write_json(run.settings.run_dir / LAST_RUN_FILE, summary)
         _clear_state(run.settings)
+        if emulated:
+            console.print(f"[cyan]up[/] the emulator sent {emulated.get('sent', 0):,} records "
+                          f"({emulated.get('posts', 0):,} posts)")  # fmt: skip
         if final:
             console.print(f"[cyan]up[/] API accepted {final.get('accepted') or 0:,.0f} records, "
                           f"rejected {final.get('rejected') or 0:,.0f}")  # fmt: skip
         console.print("[green]stopped[/]")
 
 
-def _stop_services(run: UpRun) -> None:
+def _emulator_stats(run: UpRun) -> dict:
+    """The counts the emulator wrote when it finished ({} if it did not finish: stopped, or none)."""
+    if not run.options.emulate_rate:
+        return {}
+    try:
+        return json.loads((run.settings.run_dir / EMULATOR_STATS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def stop_services(settings: Settings, names: list[str], event: Event) -> None:
+    """Stop the embedded services ``names`` (as returned by :func:`start_services`)."""
     from pinpipe.services.resolve import BROKER, POSTGRES, _embedded_postgres, _running_broker
     from pinpipe.services.state import remove_record, terminate_pid
 
-    settings = run.settings
-    if POSTGRES in run.started_services:
+    if POSTGRES in names:
         server = _embedded_postgres(settings)
         if server.attach():
             server.stop()
         remove_record(settings.run_dir, POSTGRES)
-        run.event(POSTGRES, "stopped")
-    if BROKER in run.started_services:
+        event(POSTGRES, "stopped")
+    if BROKER in names:
         record = _running_broker(settings)
         if record is not None:
             terminate_pid(record.pid)
         remove_record(settings.run_dir, BROKER)
-        run.event(BROKER, "stopped")
+        event(BROKER, "stopped")
 
 
 # --- detach, status, down -----------------------------------------------------------------------

@@ -308,17 +308,21 @@ def run_batch(
     all_dates: bool = False,
     spark: SparkSession | None = None,
     publish: bool = True,
+    origin: str = "cli",
 ) -> BatchResult:
     """Clean the raw partitions of ``dates`` (or all of them), answer, check, publish.
 
     Raises :class:`QualityError` (after writing the report, before publishing) when a
     data-quality check fails. Re-running the same dates gives the same lake and tables.
+    The run is recorded in ``pinpipe.batch_run`` with ``origin`` (who started it:
+    :data:`pinpipe.batch.runs.ORIGINS`).
     """
     if all_dates == (dates is not None):
         raise ValueError("give either dates or all_dates=True")
     from pinpipe.batch.runs import recorded_run
 
-    with recorded_run(settings, dates):  # pinpipe.batch_run: success, or failed with the error
+    # pinpipe.batch_run: success, or failed with the error
+    with recorded_run(settings, dates, origin):
         if spark is None:
             from pinpipe.batch.spark import get_spark
 

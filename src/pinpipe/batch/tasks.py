@@ -3,6 +3,10 @@
 Each step loads the settings itself (``PINPIPE_*`` / ``PINPIPE_CONFIG``), works on one day,
 takes and returns plain data (XCom-friendly) and is idempotent: it overwrites that day's
 partitions or replaces the answers. A failed quality check raises :class:`QualityError`.
+
+The orchestrator's run is one batch run in ``pinpipe.batch_run`` (origin ``airflow``), as a
+``pinpipe batch`` run is: :func:`record_start` before the first step, :func:`record_outcome`
+after the last, whatever happened in between (:mod:`pinpipe.batch.runs`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from pinpipe.config import Settings, load_settings
 from pinpipe.events import Table
 
 FLUSH_GRACE = timedelta(seconds=60)
+FAILED_STATES = ("failed", "upstream_failed")
+"""Task states that fail the run (Airflow's names)."""
 
 
 def interval_flushed(
@@ -73,3 +79,23 @@ def publish() -> dict[str, int]:
 
     settings = load_settings()
     return publish_answers(settings, read_answers(settings))
+
+
+def record_start(day: date, orchestrator_run_id: str) -> int | None:
+    """Record the start of the orchestrator's run of ``day``; returns its ``batch_run`` id (None
+    if it could not be recorded). Starting the same run again (a retry, a cleared run) restarts
+    its row rather than adding one."""
+    from pinpipe.batch.runs import AIRFLOW, start_recorded
+
+    return start_recorded(load_settings(), [day], AIRFLOW, orchestrator_run_id)
+
+
+def record_outcome(run_id: int | None, task_states: dict[str, str | None]) -> str | None:
+    """Record the outcome of the run begun by :func:`record_start`, from its tasks' states
+    (task id -> state): success, or failed naming the failed tasks. Returns the error recorded."""
+    from pinpipe.batch.runs import finish_recorded
+
+    failed = sorted(task for task, state in task_states.items() if state in FAILED_STATES)
+    error = f"failed tasks: {', '.join(failed)}" if failed else None
+    finish_recorded(load_settings(), run_id, error)
+    return error

@@ -1,0 +1,163 @@
+"""`pinpipe up --detach`, `pinpipe status`, `pinpipe down`, and `up --batch-every`: real processes
+in a fresh data dir on free ports, without the stream job (the batch job is the only Spark).
+
+One detached run: status reports every component healthy, a bounded emulation fills the lake,
+the batch job runs on its short schedule and is recorded in ``pinpipe.batch_run`` as up's and
+successful, then `pinpipe down` exits 0, no process of the run is left, and the batch run it
+interrupted is recorded as cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pinpipe.config import load_settings
+from pinpipe.services.resolve import postgres_dsn
+from pinpipe.services.state import pid_is_alive
+from tests.test_up import lake_values, read_state, until
+
+pytestmark = pytest.mark.integration
+
+POSTS = 300  # each post is a pin, a geo and a user record
+
+
+def pinpipe(
+    data_dir: Path, env: dict[str, str], *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pinpipe.cli", *args], check=False, cwd=data_dir,
+                          env=env, capture_output=True, text=True, timeout=timeout_s)  # fmt: skip
+
+
+def run_processes(data_dir: Path) -> dict[int, str]:
+    """Live processes started for ``data_dir`` (pid -> command line): every process of the run
+    (up, its components, the broker, PostgreSQL, the batch job and its JVM) inherits
+    ``PINPIPE_DATA_DIR``, whoever started it."""
+    marker = f"PINPIPE_DATA_DIR={data_dir}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in environ and pid_is_alive(int(entry.name)):
+            found[int(entry.name)] = command.strip()
+    return found
+
+
+def processes_left(data_dir: Path, grace_s: float = 5.0) -> dict[int, str]:
+    """The run's processes still alive ``grace_s`` after it was stopped (a JVM exits after its
+    Python driver, PostgreSQL's workers after the postmaster)."""
+    deadline = time.monotonic() + grace_s
+    while (left := run_processes(data_dir)) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return left
+
+
+def health(status_output: str) -> dict[str, str]:
+    """Component -> health column of `pinpipe status`'s table."""
+    rows = {}
+    for line in status_output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("│").split("│")]
+        if len(cells) == 7 and cells[0] not in ("component", ""):
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def up_runs(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT status, error, dates, finished_at IS NOT NULL FROM pinpipe.batch_run"
+            " WHERE origin = 'up' ORDER BY run_id"
+        ).fetchall()
+
+
+@pytest.mark.timeout(420)
+def test_detached_up_runs_the_batch_on_schedule_and_goes_down_leaving_no_process(traversable_dir):
+    data_dir = traversable_dir
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")},
+        "PINPIPE_DATA_DIR": str(data_dir),
+        "PINPIPE_LAKE__ROTATE_AGE_S": "1",  # the posts are in the lake within seconds
+        "PINPIPE_BATCH__SHUFFLE_PARTITIONS": "2",
+        "PINPIPE_BATCH__DRIVER_MEMORY": "1g",
+        "COLUMNS": "200",  # status's table unabridged
+    }
+    log = data_dir / "logs" / "up.log"
+    seen: dict[int, str] = {}
+    try:
+        started = pinpipe(data_dir, env, "up", "--detach", "--no-stream", "--batch-every", "20s",
+                          "--api-port", "0", "--dashboard-port", "0", "--lake-metrics-port", "0",
+                          "--stream-metrics-port", "0", timeout_s=240)  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = read_state(data_dir)
+        assert state is not None and state["phase"] == "running"
+        components = {c["name"]: c for c in state["components"]}
+        assert set(components) == {"broker", "postgres", "api", "lake-sink", "dashboard", "batch"}
+        seen = run_processes(data_dir)
+        assert {state["pid"]} | {c["pid"] for c in components.values() if c.get("pid")} <= set(seen)
+
+        status = pinpipe(data_dir, env, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert health(status.stdout) == {
+            "broker": "healthy", "postgres": "healthy", "api": "healthy", "lake-sink": "healthy",
+            "dashboard": "healthy", "batch": "-",
+        }  # fmt: skip
+
+        emulated = pinpipe(data_dir, env, "emulate", "--base-url", components["api"]["address"],
+                           "--count", str(POSTS), "--rate", "300", "--seed", "42")  # fmt: skip
+        assert emulated.returncode == 0, emulated.stdout + emulated.stderr
+        until(
+            lambda: sum(map(len, lake_values(data_dir).values())) == 3 * POSTS,
+            30,
+            "every record in the lake",
+        )
+
+        # --batch-every 20s: the first run starts 20 s after up was running, and is recorded as up's.
+        with postgres_dsn(load_settings(data_dir=data_dir)) as dsn:
+            until(
+                lambda: any(finished for *_, finished in up_runs(dsn)), 180, "a finished batch run"
+            )
+            first = up_runs(dsn)[0]
+            with psycopg.connect(dsn) as conn:
+                [published] = conn.execute(
+                    "SELECT count(*) FROM pinpipe.top_category_by_country"
+                ).fetchone()
+        assert first == ("success", None, "all", True), log.read_text()[-3000:]
+        assert published > 0  # the answers of the emulated posts
+        assert (data_dir / "lake" / "clean" / "pin").is_dir()
+        until(lambda: "batch run succeeded" in log.read_text(), 10, "up sees the run's exit code")
+        # The next batch run is likely on, with its JVM: down stops it.
+        seen |= run_processes(data_dir)
+    finally:
+        try:
+            stopped = pinpipe(data_dir, env, "down", timeout_s=300)
+        finally:
+            left = processes_left(data_dir)
+            for pid in left:  # never leave a stray process, even when down failed
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert left == {}, left
+    assert not any(pid_is_alive(pid) for pid in seen)
+    assert read_state(data_dir) is None and not (data_dir / "run" / "broker.json").exists()
+    assert not (data_dir / "run" / "postgres.json").exists()
+    last = json.loads((data_dir / "run" / "up-last-run.json").read_text())
+    assert last["api"]["accepted"] == 3 * POSTS  # a clean stop: up drained and wrote its figures
+    assert pinpipe(data_dir, env, "status").returncode == 1  # "pinpipe up is not running"
+    # A batch run that down interrupted is cancelled: neither a failure nor left running.
+    with postgres_dsn(load_settings(data_dir=data_dir)) as dsn:  # PostgreSQL again, for the block
+        statuses = [status for status, *_ in up_runs(dsn)]
+    assert statuses[0] == "success" and set(statuses) <= {"success", "cancelled"}, statuses
