@@ -81,3 +81,24 @@ def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
     assert "every check passed" in out
     # Every process ran with the demo's working directory or data dir: none is left.
     assert processes_of(traversable_dir) == set()
+
+
+def test_demo_refuses_a_broker_holding_earlier_records(traversable_dir: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
+    env["PINPIPE_DATA_DIR"] = str(traversable_dir / "data")
+    cli = [sys.executable, "-m", "pinpipe.cli"]
+    up = subprocess.run([*cli, "services", "up"], cwd=traversable_dir, env=env, capture_output=True,
+                        text=True, timeout=120)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        result = subprocess.run([*cli, "demo", "--duration", "5s"], cwd=traversable_dir, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1
+        assert "the embedded broker is already running" in " ".join(result.stdout.split())
+        # and it left the user's services running
+        status = subprocess.run([*cli, "services", "status"], cwd=traversable_dir, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+    finally:
+        subprocess.run([*cli, "services", "down"], cwd=traversable_dir, env=env, timeout=120)
+    assert processes_of(traversable_dir) == set()

@@ -16,10 +16,7 @@ import json
 import shutil
 import signal
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -31,37 +28,6 @@ from pinpipe.events import Table, topic_name
 if TYPE_CHECKING:
     from pinpipe.batch.job import BatchResult
     from pinpipe.lake.inventory import VerifyReport
-
-
-@contextmanager
-def running_api(settings: Settings, timeout_s: float = 20.0) -> Iterator[str]:
-    """The ingest API served by uvicorn in a background thread; yields its base URL.
-
-    (The demo runs the real processes; tests use this in-process API.)
-    """
-    import uvicorn
-
-    from pinpipe.ingest.app import create_app
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=settings.ingest.port, log_level="warning",
-            access_log=False,
-        )
-    )
-    thread = threading.Thread(target=server.run, name="pinpipe-api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the ingest API did not start; see the log above")
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=timeout_s)
 
 
 def read_topics(client_config: dict, topics: list[str], expected: int, timeout_s: float = 30.0
@@ -304,6 +270,14 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
             mark = "[green]✓[/]" if status.healthy else "[red]✗[/]"
             console.print(f"{mark} {status.name} ({status.mode}) {status.address}: {status.detail}")
         if not all(status.healthy for status in statuses):
+            return 1
+        if any(s.name == "broker" and s.mode == "embedded" for s in statuses) and "broker" not in started:
+            # Its topics hold earlier records: the demo's exact checks (Kafka = lake = PostgreSQL)
+            # need the empty broker it starts itself.
+            console.print("[red]the embedded broker is already running[/] (`pinpipe services up`?), with the"
+                          " records of earlier runs; the demo starts from an empty one. Stop it with"
+                          " `pinpipe services down` (it keeps nothing across restarts anyway), or use"
+                          " `pinpipe up --emulate RATE` to run on it.")
             return 1
         # The services are up now: these resolve to them and leave them running.
         with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from pinpipe.config import Settings
-from pinpipe.demo import running_api
 from tests.deploy.conftest import GRAFANA_DIR, PROMETHEUS_DIR, ROOT
+from tests.ingest.conftest import running_api
 from tests.ingest.rows import GEO
 
 pytestmark = pytest.mark.integration
@@ -92,8 +92,8 @@ def settings(kafka_bootstrap: str, workdir: Path) -> Settings:
 
 @pytest.fixture(scope="module")
 def api_url(settings: Settings) -> Iterator[str]:
-    with running_api(settings) as url:
-        yield url
+    with running_api(settings) as api:
+        yield api.url
 
 
 @pytest.fixture(scope="module")
