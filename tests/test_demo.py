@@ -102,3 +102,47 @@ def test_demo_refuses_a_broker_holding_earlier_records(traversable_dir: Path):
     finally:
         subprocess.run([*cli, "services", "down"], cwd=traversable_dir, env=env, timeout=120)
     assert processes_of(traversable_dir) == set()
+
+
+def test_keep_running_serves_the_dashboard_until_ctrl_c(traversable_dir: Path):
+    import signal
+    import time
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
+    env["PINPIPE_DATA_DIR"] = str(traversable_dir / "data")
+    env["COLUMNS"] = "200"
+    log = traversable_dir / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "pinpipe.cli", "demo", "--duration", "5s", "--rate", "20", "--no-batch",
+             "--dashboard-port", "0", "--keep-running"],
+            cwd=traversable_dir, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        state_file = traversable_dir / "data" / "run" / "up.json"
+        deadline = time.monotonic() + 240
+        dashboard = None
+        while dashboard is None:
+            assert demo.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            text = log.read_text(errors="replace")
+            address = re.search(r"keeping everything up: dashboard at (http://127\.0\.0\.1:\d+)", text)
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):  # not written yet
+                state = {}
+            if address and state.get("phase") == "running":
+                dashboard = address.group(1)
+            time.sleep(0.5)
+        assert "every check passed" in log.read_text()
+        # the second, unbounded `pinpipe up`: the emulator keeps posting and the page is served
+        assert "emulator" in {component["name"] for component in state["components"]}
+        assert httpx.get(f"{dashboard}/api/live", timeout=10).status_code == 200
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        assert demo.wait(timeout=120) == 0, log.read_text()
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    assert processes_of(traversable_dir) == set()
