@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pinpipe.events import ANSWER_NAMES
@@ -105,11 +108,6 @@ def test_demo_refuses_a_broker_holding_earlier_records(traversable_dir: Path):
 
 
 def test_keep_running_serves_the_dashboard_until_ctrl_c(traversable_dir: Path):
-    import signal
-    import time
-
-    import httpx
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
     env["PINPIPE_DATA_DIR"] = str(traversable_dir / "data")
     env["COLUMNS"] = "200"
