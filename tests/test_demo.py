@@ -42,9 +42,15 @@ def number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
+def demo_env(directory: Path) -> dict[str, str]:
+    """This environment without PINPIPE_* settings, with its data dir under ``directory``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
-    env["PINPIPE_DATA_DIR"] = str(traversable_dir / "data")
+    env["PINPIPE_DATA_DIR"] = str(directory / "data")
+    return env
+
+
+def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
+    env = demo_env(traversable_dir)
     env["COLUMNS"] = "160"  # no line wrapped in the middle of a figure
     result = subprocess.run(
         [sys.executable, "-m", "pinpipe.cli", "demo", "--duration", "15s", "--rate", "20", "--dashboard-port", "0"],
@@ -87,8 +93,7 @@ def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
 
 
 def test_demo_refuses_a_broker_holding_earlier_records(traversable_dir: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
-    env["PINPIPE_DATA_DIR"] = str(traversable_dir / "data")
+    env = demo_env(traversable_dir)
     cli = [sys.executable, "-m", "pinpipe.cli"]
     up = subprocess.run([*cli, "services", "up"], cwd=traversable_dir, env=env, capture_output=True,
                         text=True, timeout=120)
@@ -108,8 +113,7 @@ def test_demo_refuses_a_broker_holding_earlier_records(traversable_dir: Path):
 
 
 def test_keep_running_serves_the_dashboard_until_ctrl_c(traversable_dir: Path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
-    env["PINPIPE_DATA_DIR"] = str(traversable_dir / "data")
+    env = demo_env(traversable_dir)
     env["COLUMNS"] = "200"
     log = traversable_dir / "demo.log"
     with log.open("wb") as out:

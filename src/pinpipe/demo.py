@@ -110,7 +110,7 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
     import psycopg
 
     from pinpipe.lake import lake_root
-    from pinpipe.serve.schema import apply_migrations
+    from pinpipe.serve.schema import SPEED_TABLES, apply_migrations
     from pinpipe.speed.job import checkpoint_location
 
     shutil.rmtree(lake_root(settings), ignore_errors=True)
@@ -118,7 +118,7 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
     apply_migrations(dsn)
     with psycopg.connect(dsn) as conn:
         conn.execute(
-            'TRUNCATE pinpipe.pin, pinpipe.geo, pinpipe."user", pinpipe.dead_letter, pinpipe.stream_batch,'
+            f"TRUNCATE {', '.join(SPEED_TABLES.values())}, pinpipe.dead_letter, pinpipe.stream_batch,"
             " pinpipe.category_per_minute, pinpipe.country_per_minute, pinpipe.poster_activity,"
             " pinpipe.stream_watermark"
         )

@@ -344,19 +344,20 @@ def _scrape_totals(url: str | None, attempts: int = 5) -> dict:
     }
 
 
-def _stream_records_since(dsn: str, since: object) -> int | None:
-    """Records the stream job's micro-batches wrote since ``since`` (PostgreSQL time)."""
+def _stream_progress_since(dsn: str, since: object) -> tuple[int, int] | None:
+    """Micro-batches the stream job committed since ``since`` (PostgreSQL time), and the records
+    they wrote; None when PostgreSQL cannot be read."""
     import psycopg
 
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             row = conn.execute(
-                "SELECT coalesce(sum(records), 0) FROM pinpipe.stream_batch WHERE committed_at >= %s",
+                "SELECT count(*), coalesce(sum(records), 0) FROM pinpipe.stream_batch WHERE committed_at >= %s",
                 (since,),
             ).fetchone()
     except Exception:
         return None
-    return None if row is None else int(row[0])
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 def _checkpoint_is_empty(settings: Settings) -> bool:
@@ -382,24 +383,13 @@ def _wait_for_first_micro_batch(run: UpRun) -> None:
     deadline = time.monotonic() + timeout_s
     with run.console.status("stream: waiting for Spark to run the query's first micro-batch"):
         while time.monotonic() < deadline and not run.stop.is_set() and child is not None and child.alive():
-            if _stream_batches_since(run.dsn, run.pg_started_at):
+            progress = _stream_progress_since(run.dsn, run.pg_started_at)
+            if progress is not None and progress[0] > 0:
                 run.event("stream", "query running (first micro-batch committed)")
                 return
             time.sleep(0.5)
     if not run.stop.is_set():
         run.event("stream", f"no micro-batch committed within {timeout_s:.0f} s; starting the emulator anyway")
-
-
-def _stream_batches_since(dsn: str, since: object) -> int:
-    """Micro-batches the stream job committed since ``since`` (PostgreSQL time); 0 if unknown."""
-    import psycopg
-
-    try:
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
-            row = conn.execute("SELECT count(*) FROM pinpipe.stream_batch WHERE committed_at >= %s", (since,)).fetchone()
-    except psycopg.Error:
-        return 0
-    return 0 if row is None else int(row[0])
 
 
 def _drain(run: UpRun) -> dict:
@@ -425,8 +415,8 @@ def _drain(run: UpRun) -> dict:
         child = run.supervisor.children.get("stream") if run.supervisor else None
         stream_done = child is None or not child.alive()
         if not stream_done:  # every accepted table record went through a micro-batch since up started
-            written = _stream_records_since(run.dsn, run.pg_started_at)
-            stream_done = written is not None and written >= (api.get("accepted") or 0)
+            progress = _stream_progress_since(run.dsn, run.pg_started_at)
+            stream_done = progress is not None and progress[1] >= (api.get("accepted") or 0)
         if settled and sink_done and stream_done:
             break
     else:

@@ -28,21 +28,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pinpipe.events import Table
+from pinpipe.events import CLEAN_COLUMNS, Table
 from pinpipe.speed.metrics import METRICS
 
 ARRIVAL = ("broker_timestamp", "kafka_partition", "kafka_offset")
 
 CLEAN_TABLES: dict[Table, tuple[str, tuple[str, ...]]] = {
-    Table.PIN: (
-        "unique_id",
-        (
-            "ind", "unique_id", "title", "description", "follower_count", "poster_name",
-            "tag_list", "is_image_or_video", "image_src", "save_location", "category", "downloaded",
-        ),
-    ),
-    Table.GEO: ("ind", ("ind", "country", "coordinates", "timestamp")),
-    Table.USER: ("ind", ("ind", "user_name", "age", "date_joined")),
+    table: (table.natural_key, CLEAN_COLUMNS[table]) for table in Table
 }
 """Per table: its natural key and the clean columns stored (arrival columns follow)."""
 
