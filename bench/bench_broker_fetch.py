@@ -82,7 +82,7 @@ def run_mode(mode: str, args) -> list[tuple[int, float, int]]:
     with kafka_bootstrap(load_settings(data_dir=workdir)) as bootstrap:
         broker = broker_process()
         ensure_topics({"bootstrap.servers": bootstrap}, list(TOPICS), 3)
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "acks": "all",
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": args.linger_ms, "acks": "all",
                              "enable.idempotence": True})
         value = json.dumps({"index": 1, "unique_id": "x" * 36, "title": "t" * 100}).encode()
         stop = threading.Event()
@@ -115,8 +115,10 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=6000, help="records per second")
     parser.add_argument("--duration", type=float, default=150.0, help="seconds per mode")
     parser.add_argument("--every", type=float, default=15.0, help="seconds per CPU sample")
+    parser.add_argument("--linger-ms", type=float, default=2.0, help="the producer's linger.ms")
+    parser.add_argument("--modes", default="produce,probe,read", help="comma-separated modes to run")
     args = parser.parse_args()
-    results = {mode: run_mode(mode, args) for mode in ("produce", "probe", "read")}
+    results = {mode: run_mode(mode, args) for mode in args.modes.split(",")}
     print(f"| mode | records in the log | broker CPU s per {args.every:g} s | broker RSS MiB |")
     print("|---|---|---|---|")
     for mode, rows in results.items():

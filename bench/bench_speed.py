@@ -21,11 +21,19 @@ measured per pin acknowledged in the window, from its acknowledgement to the row
 upsert inside its micro-batch's transaction). Lag is records acknowledged minus records
 committed by the stream job (``pinpipe.stream_batch.records``), sampled every second. Peak RSS
 is the stream job's: its Python process, its JVM and the PySpark workers. Prints one table
-with a row per configuration; ``--baseline`` adds, in the same invocation, a run with one
-Spark task per Kafka partition (Spark's kafka source default) for the ratio::
+with a row per configuration, and the lag per minute. ``--baseline`` adds, in the same
+invocation, a run that differs in one setting, for the ratio:
 
-    .venv/bin/python bench/bench_speed.py --via api --rate 2000 --duration 300
-    .venv/bin/python bench/bench_speed.py --rate 2000 --duration 60 --baseline
+``--baseline linger``
+    the producers' ``linger.ms`` at ``--baseline-linger-ms`` (default 2, pinpipe's earlier
+    default) instead of the ingest API's setting;
+``--baseline tasks``
+    one Spark task per Kafka partition (Spark's kafka source default) instead of one per topic.
+
+::
+
+    .venv/bin/python bench/bench_speed.py --via api --rate 2000 --duration 300 --baseline linger
+    .venv/bin/python bench/bench_speed.py --rate 2000 --duration 60 --baseline tasks
 """
 
 from __future__ import annotations
@@ -71,14 +79,15 @@ class PeakRss:
         self.peak = max(self.peak, total)
 
 
-def child_env(workdir: Path, bootstrap: str, dsn: str, read_tasks: str) -> dict[str, str]:
+def child_env(workdir: Path, bootstrap: str, dsn: str, read_tasks: int, linger_ms: float) -> dict[str, str]:
     """The environment of the stream job and the API: the broker and PostgreSQL started here."""
     return {
         **os.environ,
         "PINPIPE_DATA_DIR": str(workdir),
         "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
         "PINPIPE_POSTGRES__DSN": dsn,
-        "PINPIPE_SPEED__READ_TASKS_PER_TOPIC": read_tasks,
+        "PINPIPE_SPEED__READ_TASKS_PER_TOPIC": str(read_tasks),
+        "PINPIPE_INGEST__LINGER_MS": str(linger_ms),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -159,14 +168,15 @@ def post_records(index: int, uid: str) -> dict:
     }
 
 
-def load_via_kafka(settings, bootstrap: str, args, acked: dict[str, float], tick) -> int:
-    """Produce ``rate`` posts/s straight to the topics; returns records acknowledged."""
+def load_via_kafka(settings, bootstrap: str, args, linger_ms: float, acked: dict[str, float], tick) -> int:
+    """Produce ``rate`` posts/s straight to the topics, batched as the API's producer batches;
+    returns records acknowledged."""
     from confluent_kafka import Producer
 
     from pinpipe.events import Table, topic_name
 
     prefix = settings.broker.topic_prefix
-    producer = Producer({**settings.broker.client_config(bootstrap), "linger.ms": 2, "acks": "all"})
+    producer = Producer({**settings.broker.client_config(bootstrap), "linger.ms": linger_ms, "acks": "all"})
     delivered_records = [0]
 
     def delivered(error, message) -> None:
@@ -221,8 +231,9 @@ def load_via_api(url: str, args, acked: dict[str, float], tick) -> int:
     return stats.accepted
 
 
-def run_once(args, label: str, read_tasks: str) -> tuple[str, ...]:
-    """One configuration on a fresh broker, PostgreSQL and stream job; returns its table row."""
+def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple[str, ...], list[int]]:
+    """One configuration on a fresh broker, PostgreSQL and stream job; returns its table row and
+    its lag samples (one a second)."""
     from confluent_kafka import Producer
 
     from pinpipe.config import load_settings
@@ -233,7 +244,7 @@ def run_once(args, label: str, read_tasks: str) -> tuple[str, ...]:
     workdir.chmod(0o755)
     settings = load_settings(data_dir=workdir)
     with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
-        env = child_env(workdir, bootstrap, dsn, read_tasks)
+        env = child_env(workdir, bootstrap, dsn, read_tasks, linger_ms)
         job = start(["-m", "pinpipe.speed", "--trigger-s", str(args.trigger_s)], env, workdir / "stream.log")
         rss = PeakRss(job.pid)
         try:
@@ -262,7 +273,7 @@ def run_once(args, label: str, read_tasks: str) -> tuple[str, ...]:
                   f"{args.duration:.0f} s via {args.via} ...",
                   flush=True)
             if args.via == "kafka":
-                total = load_via_kafka(settings, bootstrap, args, acked, tick)
+                total = load_via_kafka(settings, bootstrap, args, linger_ms, acked, tick)
             else:
                 with running_api(env, workdir) as url:
                     total = load_via_api(url, args, acked, tick)
@@ -292,7 +303,7 @@ def run_once(args, label: str, read_tasks: str) -> tuple[str, ...]:
     return (label, args.via, f"{args.rate:.0f}", f"{args.duration:.0f}", str(len(latencies)),
             f"{q[49]:.2f}", f"{q[94]:.2f}", f"{q[98]:.2f}", f"{latencies[-1]:.2f}",
             f"{lag_start:.0f}", f"{lag_end:.0f}", str(max(lag_samples, default=0)), str(batches),
-            f"{float(mean_records or 0):.0f}", f"{rss.peak / 2**20:.0f}", "yes" if drained else "NO")
+            f"{float(mean_records or 0):.0f}", f"{rss.peak / 2**20:.0f}", "yes" if drained else "NO"), lag_samples
 
 
 def main() -> None:
@@ -304,13 +315,21 @@ def main() -> None:
     parser.add_argument("--trigger-s", type=float, default=1.0)
     parser.add_argument("--via", choices=("kafka", "api"), default="kafka")
     parser.add_argument("--api-batch", type=int, default=20, help="posts per API request (--via api)")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also run with one Spark task per Kafka partition, for the ratio")
+    parser.add_argument("--baseline", choices=("linger", "tasks"),
+                        help="also run a baseline that differs in one setting, for the ratio")
+    parser.add_argument("--baseline-linger-ms", type=float, default=2.0,
+                        help="the producers' linger.ms in the linger baseline")
     args = parser.parse_args()
 
-    results = [run_once(args, "pinpipe (1 task per topic)", "1")]
-    if args.baseline:
-        results.append(run_once(args, "baseline (1 task per partition)", "0"))
+    from pinpipe.config import load_settings
+
+    linger_ms = load_settings().ingest.linger_ms
+    runs = [run_once(args, f"pinpipe (1 task per topic, linger {linger_ms:g} ms)", 1, linger_ms)]
+    if args.baseline == "linger":
+        runs.append(run_once(args, f"baseline (linger {args.baseline_linger_ms:g} ms)", 1, args.baseline_linger_ms))
+    elif args.baseline == "tasks":
+        runs.append(run_once(args, "baseline (1 task per partition)", 0, linger_ms))
+    results = [row for row, _ in runs]
     header = ("run", "via", "posts/s", "s", "pins", "p50 s", "p95 s", "p99 s", "max s",
               "lag start", "lag end", "lag max", "batches", "rec/batch", "peak RSS MiB", "drained")
     widths = [max(len(h), *(len(row[i]) for row in results)) for i, h in enumerate(header)]
@@ -321,6 +340,9 @@ def main() -> None:
     if len(results) == 2:
         p50, p99 = (float(results[0][5]), float(results[1][5])), (float(results[0][7]), float(results[1][7]))
         print(f"ratio pinpipe / baseline: p50 {p50[0] / p50[1]:.2f}, p99 {p99[0] / p99[1]:.2f}")
+    for row, lag_samples in runs:
+        minutes = [lag_samples[i:i + 60] for i in range(0, len(lag_samples), 60)]
+        print(f"lag per minute, {row[0]}: " + ", ".join(f"{statistics.mean(m):,.0f}" for m in minutes))
     print("lag = records acknowledged but not yet committed by the stream job (first / last third "
           "of the run, averaged); latency = ack -> row upserted in PostgreSQL, per pin")
 

@@ -161,7 +161,7 @@ class Publisher:
         *,
         produce_timeout_s: float = 5.0,
         retry_after_s: int = 2,
-        linger_ms: float = 2.0,
+        linger_ms: float = 20.0,
         queue_max_messages: int = 100_000,
         on_broker_error: Any = None,
     ) -> None:
