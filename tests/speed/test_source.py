@@ -163,3 +163,29 @@ def test_starting_offsets_latest_and_json(spark, kafka_bootstrap, topic, travers
         query.stop()
     # partition 0 from offset 3 (records 6, 8, 10, 12); partition 1 from the beginning
     assert numbers(chosen.rows) == [1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+
+
+def test_only_a_first_batch_without_records_gets_an_empty_warm_up_task(kafka_bootstrap, topic, monkeypatch):
+    from pinpipe.speed import source
+    from pinpipe.speed.source import KafkaInputPartition, KafkaPartitionRange, KafkaStreamReader
+
+    kept: dict = {}  # the consumer read() keeps for the next task, closed here, not at exit
+    monkeypatch.setattr(source, "_READER_CONSUMERS", kept)
+
+    options = {"subscribe": topic, "kafka.bootstrap.servers": kafka_bootstrap}
+    idle = {topic: {"0": 5, "1": 0}}
+    later = {topic: {"0": 7, "1": 0}}
+
+    reader = KafkaStreamReader(options)
+    assert reader.partitions(idle, idle) == [KafkaInputPartition(())]
+    assert list(reader.read(KafkaInputPartition(()))) == []  # reads nothing, waits for nothing
+    for consumer in kept.values():
+        consumer.close()
+    assert reader.partitions(idle, idle) == []  # later idle batches run no task
+    assert reader.partitions(idle, later) == [KafkaInputPartition((KafkaPartitionRange(topic, 0, 5, 7),))]
+
+    busy_from_the_start = KafkaStreamReader(options)
+    assert busy_from_the_start.partitions(idle, later) == [
+        KafkaInputPartition((KafkaPartitionRange(topic, 0, 5, 7),))
+    ]
+    assert busy_from_the_start.partitions(later, later) == []
