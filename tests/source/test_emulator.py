@@ -77,6 +77,27 @@ def test_duration_bounds_the_run_and_rate_paces_it():
     # 20 posts/s for 1 s: posts due at 0, 0.05, ... 0.95 s.
     assert stats.posts == 20 and stats.accepted == 60
     assert 0.9 <= elapsed < 3.0
+    assert stats.behind_s < 0.5
+
+
+def test_a_slow_api_puts_the_emulator_behind_and_the_summary_says_so():
+    from rich.console import Console
+
+    from pinpipe.source.emulation import print_summary
+
+    def slow(received):
+        time.sleep(0.05)
+        return Reply()
+
+    # 100 posts/s with one request in flight, each post three requests of 50 ms: 20 posts are
+    # due within 0.2 s but take about 3 s, so the last leaves about 2.8 s late.
+    with RecordingServer(slow) as server:
+        stats = Emulator(one_row_tables(), plan(server, rate=100, count=20, concurrency=1)).run()
+    assert stats.accepted == 60
+    assert 2.0 < stats.behind_s < 5.0
+    console = Console(record=True, width=200)
+    print_summary(stats, console)
+    assert "behind its rate" in console.export_text()
 
 
 def test_same_seed_same_sequence_of_rows():

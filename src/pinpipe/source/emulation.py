@@ -78,9 +78,19 @@ def run_with_progress(
     return stats
 
 
+BEHIND_WARNING_S = 1.0
+
+
 def print_summary(stats: EmulatorStats, console: Console) -> None:
-    """One table: posts, requests and records sent, accepted, rejected, retried, failed."""
+    """One table: posts, requests and records sent, accepted, rejected, retried, failed; and a
+    warning when the posts could not keep to the rate."""
     table = RichTable("posts", "requests", "sent", "accepted", "rejected", "retried", "failed",
                       title="emulator summary (records)")
     table.add_row(*(f"{value:,}" for value in stats.as_dict().values()))
     console.print(table)
+    if stats.behind_s > BEHIND_WARNING_S:
+        console.print(
+            f"[yellow]the emulator fell up to {stats.behind_s:.1f} s behind its rate: each request "
+            "waits for the broker's acknowledgement, so raise --concurrency, or post several "
+            "posts per request (--format native --batch-size N)[/]"
+        )

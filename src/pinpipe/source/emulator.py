@@ -40,6 +40,7 @@ class EmulatorStats:
     retried: int = 0
     failed: int = 0
     latencies_s: list[float] = field(default_factory=list, repr=False)
+    behind_s: float = 0.0  # how late the latest post left against its schedule, at worst
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -64,7 +65,7 @@ class EmulatorPlan:
     rate: float = 50.0
     count: int | None = None
     duration_s: float | None = None
-    concurrency: int = 8
+    concurrency: int = 16
     max_retries: int = 5
     seed: int = 0
     batch_size: int = 1
@@ -150,6 +151,7 @@ class Emulator:
                     # Draw the rows before waiting, so the sequence follows the slots.
                     requests = self._next_requests(slot)
                     await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    self.stats.behind_s = max(self.stats.behind_s, time.monotonic() - due)
                     for request in requests:
                         await self._send(client, request)
 
