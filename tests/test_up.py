@@ -105,6 +105,7 @@ def test_up_runs_everything_and_stops_without_losing_a_record(traversable_dir):
             30, "the dashboard restarted", up,
         )
         pids.add(restarted)
+        assert read_state(data_dir)["started_at"] == state["started_at"]  # saved again, same start
         until(lambda: live(dashboard).get("ingest", {}).get("up"), 30, "the restarted dashboard answers", up)
     finally:
         up.send_signal(signal.SIGTERM)

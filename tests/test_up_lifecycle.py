@@ -126,6 +126,11 @@ def test_detached_up_runs_the_batch_on_schedule_and_goes_down_leaving_no_process
         )
 
         # --batch-every 20s: the first run starts 20 s after up was running, and is recorded as up's.
+        def batch_component() -> dict:
+            return next(c for c in (read_state(data_dir) or {"components": []})["components"] if c["name"] == "batch")
+
+        running = until(lambda: batch_component().get("pid"), 60, "the batch run's pid in up.json")
+        assert "running since" in batch_component()["note"] or not pid_is_alive(running)
         with postgres_dsn(load_settings(data_dir=data_dir)) as dsn:
             until(
                 lambda: any(finished for *_, finished in up_runs(dsn)), 180, "a finished batch run"
@@ -139,6 +144,7 @@ def test_detached_up_runs_the_batch_on_schedule_and_goes_down_leaving_no_process
         assert published > 0  # the answers of the emulated posts
         assert (data_dir / "lake" / "clean" / "pin").is_dir()
         until(lambda: "batch run succeeded" in log.read_text(), 10, "up sees the run's exit code")
+        assert "last run succeeded" in batch_component()["note"] or batch_component().get("pid")
         # The next batch run is likely on, with its JVM: down stops it.
         seen |= run_processes(data_dir)
     finally:

@@ -132,6 +132,7 @@ class UpRun:
     pg_started_at: object = None  # PostgreSQL's clock when up started (stream progress since)
     running_since: float | None = None  # monotonic time every component was healthy
     stopped_by: str = "signal"  # or "duration", "gave up", "failed to start" (in up-last-run.json)
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def event(self, name: str, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -257,7 +258,7 @@ def _save_state(run: UpRun, phase: str) -> None:
     _write_json(settings.run_dir / STATE_FILE, {
         "pid": os.getpid(),
         "phase": phase,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": run.started_at,
         "ports": run.ports,
         "started_services": run.started_services,
         "batch_every_s": run.options.batch_every_s,
@@ -284,8 +285,10 @@ def _batch_tick(run: UpRun, env: dict[str, str]) -> None:
         code = run.batch_process.poll()
         if code is None:
             return
-        run.event("batch", "run succeeded" if code == 0 else f"run failed (exit {code}); see logs/batch.log")
+        outcome = "succeeded" if code == 0 else f"failed (exit {code})"
+        run.event("batch", f"run {outcome}" + ("" if code == 0 else "; see logs/batch.log"))
         run.batch_process = None
+        _show_batch(run, None, f"last run {outcome} at {time.strftime('%H:%M:%S')}")
     if run.next_batch_at is None:
         run.next_batch_at = now + every
     if now < run.next_batch_at:
@@ -298,6 +301,15 @@ def _batch_tick(run: UpRun, env: dict[str, str]) -> None:
             stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True,
         )
     run.event("batch", f"run started (pid {run.batch_process.pid})")
+    _show_batch(run, run.batch_process.pid, f"running since {time.strftime('%H:%M:%S')}")
+
+
+def _show_batch(run: UpRun, pid: int | None, note: str) -> None:
+    """Record the batch run in progress (its pid) or the last one's outcome, for `pinpipe status`."""
+    for component in run.components:
+        if component.name == "batch":
+            component.pid, component.note = pid, f"{note}; logs/batch.log"
+    _save_state(run, "running")
 
 
 def _duration_tick(run: UpRun) -> None:
