@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(publisher.close)
+            metrics.close()
 
     app = FastAPI(
         title="pinpipe ingest API",

@@ -8,6 +8,8 @@ server process (variable ``_PINPIPE_INGEST_SETTINGS``, never printed or logged).
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from pydantic import SecretStr
 
 from pinpipe.config import Settings
 from pinpipe.ingest.auth import check_bind_allowed
+from pinpipe.ingest.metrics import MULTIPROCESS_DIR_ENV
 
 WORKER_SETTINGS_ENV = "_PINPIPE_INGEST_SETTINGS"
 
@@ -55,12 +58,18 @@ def serve(settings: Settings) -> None:
             uvicorn.Server(uvicorn.Config(create_app(resolved), **common)).run()
             return
         os.environ[WORKER_SETTINGS_ENV] = orjson.dumps(_plain(resolved.model_dump())).decode()
+        # The workers' metrics meet in files here (see pinpipe.ingest.metrics); a new, empty
+        # directory per server, or the counts of an earlier run would be added in.
+        metrics_dir = tempfile.mkdtemp(prefix="pinpipe-ingest-metrics-")
+        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir
         try:
             uvicorn.run(
                 "pinpipe.ingest.server:worker_app", factory=True, workers=ingest.workers, **common
             )
         finally:
             os.environ.pop(WORKER_SETTINGS_ENV, None)
+            os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def worker_app():  # -> FastAPI
