@@ -235,9 +235,9 @@ class KafkaStreamReader(DataSourceStreamReader):
                     ranges.append(KafkaPartitionRange(topic, int(part), first, last))
         groups = group_ranges(ranges, self.max_partitions)
         if not groups and not self._warmed_up:
-            # A query's first tasks start the Python workers and compile the plan. Paying part
-            # of that on an empty task while no records wait shortens the first batch with
-            # records (measured in `make demo`: 5.5 s -> 3.0-3.8 s; later batches take 0.3 s).
+            # A query's first tasks start the Python workers that read. Paying for that on an
+            # empty task while no records wait keeps it out of the first records' latency (the
+            # stream job warms the JVM side before the query: pinpipe.speed.job.warm_up).
             groups = [()]
         self._warmed_up = True
         return [KafkaInputPartition(group) for group in groups]
