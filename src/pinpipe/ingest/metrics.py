@@ -21,12 +21,11 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
-MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-GAUGE_REFRESH_S = 0.5
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+GAUGE_REFRESH_S = 0.5  # how often each worker writes its producer gauges (several workers)
 
 
 class IngestMetrics:
