@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml scripts/check-prerequisites.sh
 	@PYTHON=$(PYTHON) sh scripts/check-prerequisites.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[spark,sql,test]'
+	$(BIN)/pip install --quiet -e '.[spark,sql,test,bench]'
 	@touch $(STAMP)
 
 $(AIRFLOW_STAMP): pyproject.toml

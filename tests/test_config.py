@@ -90,6 +90,47 @@ def test_librdkafka_config_passes_security_through(monkeypatch):
     }
 
 
+def test_java_client_config_for_sparks_kafka_connector(monkeypatch):
+    monkeypatch.setenv("PINPIPE_BROKER__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_USERNAME", "svc")
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_PASSWORD", 'a"b\\c')
+    monkeypatch.setenv("PINPIPE_BROKER__SSL_CA_LOCATION", "/ca.pem")
+    monkeypatch.setenv("PINPIPE_BROKER__CLIENT_OPTIONS", '{"socket.keepalive.enable": "true"}')
+    monkeypatch.setenv("PINPIPE_BROKER__JAVA_CLIENT_OPTIONS", '{"client.dns.lookup": "use_all_dns_ips"}')
+    config = load_settings().broker.java_client_config("b1:9092")
+    assert config == {
+        "bootstrap.servers": "b1:9092",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "PLAIN",
+        # JAAS quoting: a backslash before each quote and backslash of the password
+        "sasl.jaas.config": 'org.apache.kafka.common.security.plain.PlainLoginModule required '
+        'username="svc" password="a\\"b\\\\c";',
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": "/ca.pem",
+        "client.dns.lookup": "use_all_dns_ips",
+    }
+
+
+def test_java_client_config_needs_jaas_for_other_mechanisms(monkeypatch):
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_MECHANISM", "OAUTHBEARER")
+    monkeypatch.setenv("PINPIPE_BROKER__SASL_USERNAME", "svc")
+    with pytest.raises(ValueError, match="java_client_options"):
+        load_settings().broker.java_client_config("b1:9092")
+    monkeypatch.setenv("PINPIPE_BROKER__JAVA_CLIENT_OPTIONS", '{"sasl.jaas.config": "custom;"}')
+    assert load_settings().broker.java_client_config("b1:9092")["sasl.jaas.config"] == "custom;"
+
+
+def test_credentials_in_client_option_maps_are_masked(monkeypatch):
+    monkeypatch.setenv("PINPIPE_BROKER__CLIENT_OPTIONS", '{"sasl.password": "hunter2", "linger.ms": "5"}')
+    monkeypatch.setenv("PINPIPE_BROKER__JAVA_CLIENT_OPTIONS", '{"sasl.jaas.config": "x password=hunter3;"}')
+    monkeypatch.setenv("PINPIPE_BATCH__SPARK_CONF", '{"spark.hadoop.fs.s3a.secret.key": "hunter4"}')
+    shown = masked_dump(load_settings())
+    assert shown["broker"]["client_options"] == {"sasl.password": "**********", "linger.ms": "5"}
+    assert shown["broker"]["java_client_options"] == {"sasl.jaas.config": "**********"}
+    assert shown["batch"]["spark_conf"] == {"spark.hadoop.fs.s3a.secret.key": "**********"}
+
+
 def test_cli_config_precedence_and_masking(config_file, monkeypatch):
     monkeypatch.setenv("PINPIPE_BROKER__PARTITIONS", "9")
     result = CliRunner().invoke(app, ["--config", str(config_file), "config"])

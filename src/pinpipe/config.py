@@ -10,6 +10,7 @@ secrets are ``SecretStr`` so they print masked.
 from __future__ import annotations
 
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ class BrokerSettings(BaseModel):
     client_options: dict[str, str] = Field(
         default_factory=dict, description="Extra librdkafka properties, passed through as given."
     )
+    java_client_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Kafka Java client properties, for Spark's own kafka connector only "
+        "(speed.source_format = kafka); e.g. sasl.jaas.config for a mechanism pinpipe cannot translate.",
+    )
 
     def client_config(self, bootstrap_servers: str) -> dict[str, str]:
         """librdkafka properties shared by every producer, consumer and admin client."""
@@ -60,6 +66,53 @@ class BrokerSettings(BaseModel):
         config.update({key: value for key, value in optional.items() if value is not None})
         config.update(self.client_options)
         return config
+
+    def java_client_config(self, bootstrap_servers: str) -> dict[str, str]:
+        """The same connection as :meth:`client_config`, in the Kafka Java client's properties.
+
+        Spark's kafka connector runs the Java client, whose names differ from librdkafka's
+        where credentials are concerned: a username and password become ``sasl.jaas.config``
+        (PLAIN and SCRAM; set it in ``java_client_options`` for other mechanisms) and a CA file
+        becomes a PEM trust store. ``client_options`` (librdkafka's) are not passed on.
+        """
+        config: dict[str, str] = {"bootstrap.servers": bootstrap_servers}
+        if self.security_protocol is not None:
+            config["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism is not None:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None and "sasl.jaas.config" not in self.java_client_options:
+            config["sasl.jaas.config"] = _jaas_config(
+                self.sasl_mechanism or "PLAIN",
+                self.sasl_username,
+                self.sasl_password.get_secret_value() if self.sasl_password else "",
+            )
+        if self.ssl_ca_location is not None:
+            config["ssl.truststore.type"] = "PEM"
+            config["ssl.truststore.location"] = self.ssl_ca_location
+        config.update(self.java_client_options)
+        return config
+
+
+_JAAS_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+
+
+def _jaas_config(mechanism: str, username: str, password: str) -> str:
+    """``sasl.jaas.config`` for a username and password (quotes and backslashes escaped)."""
+    module = _JAAS_LOGIN_MODULES.get(mechanism.upper())
+    if module is None:
+        raise ValueError(
+            f"broker.sasl_mechanism {mechanism!r} has no username/password login for Spark's kafka "
+            "connector: set broker.java_client_options['sasl.jaas.config']"
+        )
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return f"{module} required username={quoted(username)} password={quoted(password)};"
 
 
 class PostgresSettings(BaseModel):
@@ -317,6 +370,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         _config_file.reset(token)
 
 
+_SECRET_OPTION = re.compile(r"password|secret|jaas|token|credential", re.IGNORECASE)
+"""Free-form client options (``client_options``, ``java_client_options``) whose value is a secret."""
+
+
 def masked_dump(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret replaced by ``**********``."""
-    return settings.model_dump(mode="json")
+    """The settings as plain data with every secret replaced by ``**********``.
+
+    ``SecretStr`` fields mask themselves; in the free-form option maps, a value whose option
+    name looks like a credential (``sasl.password``, ``sasl.jaas.config``) is masked too.
+    """
+
+    def mask(data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: "**********" if isinstance(value, str) and _SECRET_OPTION.search(key) else mask(value)
+            for key, value in data.items()
+        }
+
+    return mask(settings.model_dump(mode="json"))

@@ -39,7 +39,6 @@ from pinpipe.supervisor import Event, GaveUp, HealthTimeout, ProcessSpec, Restar
 if TYPE_CHECKING:
     from pinpipe.services.resolve import ServiceStatus
 
-UP_RECORD = "up"
 STATE_FILE = "up.json"
 LAST_RUN_FILE = "up-last-run.json"
 EMULATOR_STATS_FILE = "emulator-last-run.json"
@@ -250,11 +249,9 @@ def _specs(run: UpRun, bootstrap: str) -> list[tuple[ProcessSpec, Component]]:
 
 
 def _save_state(run: UpRun, phase: str) -> None:
-    from pinpipe.services.state import ServiceRecord, write_record
-
+    # up.json is up's only record: a services.state record named "up" would be this very
+    # file, and a reader between two writes would see it without its phase.
     settings = run.settings
-    dashboard = next((c.address for c in run.components if c.name == "dashboard"), "")
-    write_record(settings.run_dir, ServiceRecord.now(UP_RECORD, os.getpid(), dashboard))
     _write_json(settings.run_dir / STATE_FILE, {
         "pid": os.getpid(),
         "phase": phase,
@@ -267,9 +264,6 @@ def _save_state(run: UpRun, phase: str) -> None:
 
 
 def _clear_state(settings: Settings) -> None:
-    from pinpipe.services.state import remove_record
-
-    remove_record(settings.run_dir, UP_RECORD)
     (settings.run_dir / STATE_FILE).unlink(missing_ok=True)
 
 

@@ -35,6 +35,9 @@ def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
         "spark.sql.parquet.compression.codec": "zstd",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
         "spark.driver.extraJavaOptions": "-Dlog4j2.level=ERROR",
+        # Source options carry the broker's credentials (kafka.sasl.password, kafka.sasl.jaas.config):
+        # Spark masks matching option values in plans and logs.
+        "spark.sql.redaction.options.regex": "(?i)url|password|secret|jaas|token",
         **batch.spark_conf,
     }
     # Under spark-submit (or a Databricks job) the launcher owns the master: the JVM is up

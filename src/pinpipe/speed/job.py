@@ -56,14 +56,18 @@ def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str, topic: s
     from pinpipe.speed.source import FORMAT, register
 
     speed = settings.speed
+    builtin = speed.source_format == FORMAT
+    # pinpipe-kafka reads with librdkafka, Spark's connector with the Java client: the same
+    # connection in each one's property names.
+    client = settings.broker.client_config if builtin else settings.broker.java_client_config
     options = {
-        **{f"kafka.{k}": v for k, v in settings.broker.client_config(bootstrap).items()},
+        **{f"kafka.{k}": v for k, v in client(bootstrap).items()},
         "subscribe": topic,
         "startingOffsets": speed.starting_offsets,
     }
     if speed.max_offsets_per_trigger:
         options["maxOffsetsPerTrigger"] = str(speed.max_offsets_per_trigger)
-    if speed.source_format == FORMAT:
+    if builtin:
         register(spark)
         if speed.read_tasks_per_topic:
             options["maxPartitions"] = str(speed.read_tasks_per_topic)
