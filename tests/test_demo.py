@@ -70,12 +70,14 @@ def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
     assert posts > 100 and sent == 3 * posts and accepted == sent  # 20 posts/s for 15 s: about 300
     assert f"ingest API: {accepted:,} records accepted, 0 rejected" in out
     # ... are in Kafka and in the lake, each once; PostgreSQL has one row per distinct key.
+    keys_in_postgres = {}
     for table in ("pin", "geo", "user"):  # table | in Kafka | in the lake | distinct keys | PostgreSQL rows
         row = re.search(rf"│ {table}\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│", out)
         assert row, (table, out)
         kafka, lake, keys, rows = (number(g) for g in row.groups())
         assert kafka == lake == posts, table
         assert 0 < keys <= posts and rows == keys, table
+        keys_in_postgres[table] = rows
     assert re.search(rf"│ total\s+│ {accepted:,}\s+│ {accepted:,}\s+│", out)
     assert "✓ Kafka holds every record the API accepted" in out
     assert "✓ the lake holds every Kafka record exactly once" in out
@@ -87,6 +89,11 @@ def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
     for name in ANSWER_NAMES:
         assert re.search(rf"^\s*{name}(\s|$)", out, re.MULTILINE), name
     assert "answers written to the lake and to PostgreSQL" in out
+    equal = re.search(r"✓ the speed layer \(PostgreSQL\) equals the batch layer \(lake clean tables\) value for "
+                      r"value: pin ([\d,]+), geo ([\d,]+), user ([\d,]+) rows equal", " ".join(out.split()))
+    assert equal, out
+    # ... every key, each row equal in both layers
+    assert [number(n) for n in equal.groups()] == [keys_in_postgres[t] for t in ("pin", "geo", "user")]
     assert "every check passed" in out
     # Every process ran with the demo's working directory or data dir: none is left.
     assert processes_of(traversable_dir) == set()

@@ -5,7 +5,8 @@ the emulator reads back (the original projects' RDS role). Then it runs `pinpipe
 (:func:`pinpipe.up.run_up`) with the emulator for a bounded time: the real processes (API, lake
 sink, stream job, dashboard), drained and stopped cleanly at the end. Then the batch job, then
 the summary, checked: Kafka holds every record the API accepted, the lake holds every Kafka
-record exactly once, PostgreSQL holds every key; with the stream latency and the nine answers.
+record exactly once, PostgreSQL holds every key, and the speed layer's rows equal the batch
+layer's clean tables value for value; with the stream latency and the nine answers.
 It stops the services it started; with ``keep_running`` it first runs `pinpipe up` again,
 unbounded, for the dashboard, until Ctrl-C.
 """
@@ -28,6 +29,7 @@ from pinpipe.events import Table, topic_name
 if TYPE_CHECKING:
     from pinpipe.batch.job import BatchResult
     from pinpipe.lake.inventory import VerifyReport
+    from pinpipe.serve.reconcile import LayerComparison
 
 
 def read_topics(client_config: dict, topics: list[str], expected: int, timeout_s: float = 30.0
@@ -190,7 +192,7 @@ def _check(console: Console, ok: bool, text: str, *, warn_only: bool = False) ->
 def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int], distinct: dict[Table, int],
                    in_lake: dict[str, int], report: VerifyReport, rows: dict[Table, int],
                    latency: tuple[float, float] | None, batch: tuple[BatchResult | None, str] | None,
-                   console: Console) -> bool:
+                   caught_up: bool, layers: list[LayerComparison] | str | None, console: Console) -> bool:
     """Print what the run did, each figure checked against the others; True when every check passed."""
     from pinpipe.batch.job import read_answers
     from pinpipe.batch.show import print_answers, print_counts
@@ -232,7 +234,6 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
                      " no duplicates, up to the committed offset)"
                      + (f"; Kafka minus lake: {short}" if short else "") + problems)
     # Only a warning: a stream job slow on a busy machine resumes from its checkpoint, nothing is lost.
-    caught_up = all(rows[t] == distinct[t] for t in Table)
     _check(console, caught_up, "PostgreSQL holds every key (rows == distinct keys in Kafka)" if caught_up
            else "the stream job had not caught up when the run stopped (it resumes from its checkpoint)",
            warn_only=True)
@@ -246,7 +247,25 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
             print_answers(read_answers(settings), console, max_rows=5)
             published = sum(result.published.values())
             passed &= _check(console, True, f"the answers written to the lake and to PostgreSQL ({published:,} rows)")
+    if isinstance(layers, str):
+        _check(console, False, f"the speed and batch layers not compared: {layers}", warn_only=True)
+    elif layers is not None:
+        agree = all(c.ok for c in layers)
+        counts = ", ".join(f"{c.table.value} {c.equal_rows:,}" for c in layers)
+        differences = "".join(f"; {d}" for c in layers for d in c.differences)
+        passed &= _check(console, agree, "the speed layer (PostgreSQL) equals the batch layer (lake clean tables) "
+                         f"value for value: {counts} rows equal" + differences)
     return passed
+
+
+def _compare_layers(settings: Settings, dsn: str) -> list[LayerComparison] | str:
+    """The layers compared, or why they were not (no DuckDB, a remote lake)."""
+    from pinpipe.serve.reconcile import compare_layers
+
+    try:
+        return compare_layers(settings, dsn)
+    except (ImportError, NotImplementedError) as exc:
+        return str(exc)
 
 
 def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Console, batch: bool = True,
@@ -329,10 +348,16 @@ def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, ra
         in_lake, report = _lake_records(settings), verify_lake(settings, bootstrap)
         rows, latency = speed_rows(dsn), stream_latency(dsn)
     batch_outcome = _run_batch(settings, console) if batch else None
+    distinct_keys = {t: distinct[topics[t]] for t in Table}
+    # Only a stream that took every record can equal the batch layer, which took them all.
+    caught_up = all(rows[t] == distinct_keys[t] for t in Table)
+    layers: list[LayerComparison] | str | None = None
+    if batch_outcome is not None and batch_outcome[0] is not None:
+        layers = _compare_layers(settings, dsn) if caught_up else "the stream job had not caught up"
     passed = _print_summary(
         settings, last_run=last_run, held={t: held[topics[t]] for t in Table},
-        distinct={t: distinct[topics[t]] for t in Table}, in_lake=in_lake, report=report, rows=rows,
-        latency=latency, batch=batch_outcome, console=console,
+        distinct=distinct_keys, in_lake=in_lake, report=report, rows=rows,
+        latency=latency, batch=batch_outcome, caught_up=caught_up, layers=layers, console=console,
     )
     verdict = "every check passed" if passed else "[red]a check failed[/]"
     console.print(f"demo finished in {time.monotonic() - began:.0f} s: {verdict}")

@@ -1,1 +1,2 @@
-"""Serving: the PostgreSQL schema shared by the speed and batch layers (:mod:`.schema`)."""
+"""Serving: the PostgreSQL schema shared by the speed and batch layers (:mod:`.schema`), the
+comparison of the two layers (:mod:`.reconcile`) and the dashboard."""
