@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -274,7 +274,19 @@ class SpeedSettings(BaseModel):
         600.0, ge=0, description="Watermark: metric windows older than the latest broker time minus this are final."
     )
     poster_window_s: int = Field(600, ge=1, description="Sliding window length of the poster activity metric.")
-    poster_slide_s: int = Field(60, ge=1, description="... and how often a new window starts.")
+    poster_slide_s: int = Field(
+        60, ge=1, description="... and how often a new window starts (the window is a whole number of slides)."
+    )
+
+    @model_validator(mode="after")
+    def _window_of_whole_slides(self) -> SpeedSettings:
+        # Sliding windows are stored as slide-long panes (pinpipe.speed.metrics).
+        if self.poster_window_s % self.poster_slide_s:
+            raise ValueError(
+                f"speed.poster_window_s ({self.poster_window_s}) must be a multiple of "
+                f"speed.poster_slide_s ({self.poster_slide_s})"
+            )
+        return self
 
 
 class DashboardSettings(BaseModel):

@@ -121,7 +121,7 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute(
             f"TRUNCATE {', '.join(SPEED_TABLES.values())}, pinpipe.dead_letter, pinpipe.stream_batch,"
-            " pinpipe.category_per_minute, pinpipe.country_per_minute, pinpipe.poster_activity,"
+            " pinpipe.category_per_minute, pinpipe.country_per_minute, pinpipe.poster_pane,"
             " pinpipe.stream_watermark"
         )
     console.print("[green]✓[/] empty lake, stream checkpoint and speed tables (the embedded broker starts empty)")

@@ -148,8 +148,8 @@ def seed(dsn: str) -> None:
             "        (date_trunc('minute', now()), date_trunc('minute', now()) + interval '1 minute', 'travel', 5)"
         )
         conn.execute(
-            "INSERT INTO pinpipe.poster_activity (window_start, window_end, poster_name, posts, max_follower_count)"
-            " VALUES (date_trunc('minute', now()) - interval '9 minutes', date_trunc('minute', now()) + interval '1 minute',"
+            "INSERT INTO pinpipe.poster_pane (pane_start, pane_end, poster_name, posts, max_follower_count)"
+            " VALUES (date_trunc('minute', now()), date_trunc('minute', now()) + interval '1 minute',"
             "         'Poppy Poster', 6, 26000)"
         )
         conn.execute("INSERT INTO pinpipe.stream_batch (query_id, batch_id, records) VALUES ('q', 0, 60)")

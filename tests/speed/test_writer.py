@@ -138,3 +138,41 @@ def test_poster_activity_counts_each_sliding_window_holding_the_post(fresh_dsn):
     assert query(fresh_dsn, "SELECT window_start, events FROM pinpipe.category_per_minute ORDER BY 1") == [
         {"window_start": at, "events": 2}, {"window_start": at + timedelta(minutes=1), "events": 1},
     ]
+
+
+def test_poster_panes_take_late_posts_until_the_watermark_passes_their_end(fresh_dsn):
+    apply_migrations(fresh_dsn)
+    writer = PostgresWriter(fresh_dsn, lateness_s=300, poster_window_s=120, poster_slide_s=60)
+    noon = T0.replace(second=0)
+    try:
+        writer.write("q", 0, {Table.PIN: pins(
+            ("a", "art", "Ann", 10, T0, 1), ("b", "art", "Bob", 5, noon + timedelta(minutes=10, seconds=30), 2),
+        )}, None, TOPICS)
+        # The watermark is now 12:10:30 - 5 min = 12:05:30.
+        outcome = writer.write("q", 1, {Table.PIN: pins(
+            ("c", "art", "Ann", 20, noon + timedelta(minutes=5, seconds=50), 3),  # pane 12:05-12:06, open
+            ("d", "art", "Ann", 99, noon + timedelta(minutes=4, seconds=59), 4),  # pane 12:04-12:05, final
+        )}, None, TOPICS)
+    finally:
+        writer.close()
+    assert outcome.late_dropped == 2  # its minute of category_per_minute and its pane
+    panes = query(fresh_dsn, "SELECT pane_start, pane_end, poster_name, posts, max_follower_count "
+                             "FROM pinpipe.poster_pane ORDER BY 1, 3")
+    minute = timedelta(minutes=1)
+    assert panes == [
+        {"pane_start": noon, "pane_end": noon + minute, "poster_name": "Ann", "posts": 1, "max_follower_count": 10},
+        {"pane_start": noon + 5 * minute, "pane_end": noon + 6 * minute, "poster_name": "Ann", "posts": 1,
+         "max_follower_count": 20},
+        {"pane_start": noon + 10 * minute, "pane_end": noon + 11 * minute, "poster_name": "Bob", "posts": 1,
+         "max_follower_count": 5},
+    ]
+    # The latest complete 2-minute window holding posts: 12:10-12:12, from its panes alone.
+    assert query(fresh_dsn, "SELECT window_start, window_end, poster_name, posts, rank FROM pinpipe.top_posters") == [
+        {"window_start": noon + 10 * minute, "window_end": noon + 12 * minute, "poster_name": "Bob", "posts": 1,
+         "rank": 1},
+    ]
+
+
+def test_poster_window_must_be_whole_slides():
+    with pytest.raises(ValueError, match="whole number of slides"):
+        PostgresWriter("postgresql://unused", lateness_s=60, poster_window_s=90, poster_slide_s=60)

@@ -10,6 +10,9 @@ corrects its window, and windows that ended before the watermark are left alone.
 
 Windows follow Spark's ``window()``: aligned on the Unix epoch, start included, end excluded;
 a sliding window of length ``W`` every ``S`` seconds holds ``t`` when ``start <= t < start + W``.
+Sliding windows are stored as *panes*, tumbling windows of length ``S`` (``poster_pane``):
+a record counts in one pane rather than in ``W / S`` windows, and the view
+``pinpipe.poster_activity`` adds a window's panes up (migration 0007).
 """
 
 from __future__ import annotations
@@ -32,15 +35,15 @@ class Metric:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     merge: dict[str, str]
+    end: str = "window_end"
+    """The column a row's window ends at: rows ending at or before the watermark are final."""
 
-    def partial_sql(self, stage: str, window_s: int, slide_s: int) -> sql.Composed:
+    def partial_sql(self, stage: str, slide_s: int) -> sql.Composed:
         """``INSERT INTO <metric's staging table>`` the partial counts of the rows in ``stage``."""
         return sql.SQL(_PARTIAL[self.name]).format(
             target=sql.Identifier(f"stage_{self.name}"),
             stage=sql.Identifier(stage),
-            window=sql.Literal(f"{int(window_s)} seconds"),
             slide=sql.Literal(f"{int(slide_s)} seconds"),
-            windows=sql.Literal(-(-int(window_s) // int(slide_s))),
             epoch=sql.SQL(EPOCH),
         )
 
@@ -56,16 +59,12 @@ _PER_MINUTE = (
 _PARTIAL = {
     "category_per_minute": _PER_MINUTE.format(field="category"),
     "country_per_minute": _PER_MINUTE.format(field="country"),
-    # Every window holding t: the last one starting at or before t, and the ones before it
-    # that have not ended by t.
-    "poster_activity": (
-        "INSERT INTO {target} (window_start, window_end, poster_name, posts, max_follower_count) "
-        "SELECT w, w + {window}::interval, poster_name, count(*), max(follower_count) FROM ("
-        " SELECT date_bin({slide}::interval, p.broker_timestamp, {epoch}) - i * {slide}::interval AS w,"
-        " p.broker_timestamp, p.poster_name, p.follower_count"
-        " FROM {stage} AS p CROSS JOIN generate_series(0, {windows} - 1) AS i"
-        " WHERE p.poster_name IS NOT NULL AND p.broker_timestamp IS NOT NULL) AS s "
-        "WHERE broker_timestamp < w + {window}::interval "
+    # The one pane (a slide-long tumbling window) holding t.
+    "poster_pane": (
+        "INSERT INTO {target} (pane_start, pane_end, poster_name, posts, max_follower_count) "
+        "SELECT w, w + {slide}::interval, poster_name, count(*), max(follower_count) FROM ("
+        " SELECT date_bin({slide}::interval, broker_timestamp, {epoch}) AS w, poster_name, follower_count"
+        " FROM {stage} WHERE poster_name IS NOT NULL AND broker_timestamp IS NOT NULL) AS s "
         "GROUP BY w, poster_name"
     ),
 }
@@ -84,13 +83,14 @@ METRICS: tuple[Metric, ...] = (
         {"events": "t.events + excluded.events"},
     ),
     Metric(
-        "poster_activity", Table.PIN,
-        ("window_start", "window_end", "poster_name", "posts", "max_follower_count"),
-        ("window_start", "window_end", "poster_name"),
+        "poster_pane", Table.PIN,
+        ("pane_start", "pane_end", "poster_name", "posts", "max_follower_count"),
+        ("pane_start", "poster_name"),
         {
             "posts": "t.posts + excluded.posts",
             "max_follower_count": "greatest(t.max_follower_count, excluded.max_follower_count)",
         },
+        end="pane_end",
     ),
 )
 """The real-time metric tables (migration 0002), in the order they are written."""

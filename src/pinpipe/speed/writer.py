@@ -10,8 +10,8 @@ single transaction:
    ``"user"`` by natural key, keeping the last arrival (broker timestamp, then offset, then
    partition, within the batch and against the stored row: DATA_SPEC.md section 3);
 3. inserts dead letters (a record met twice keeps its first reason);
-4. counts the staged clean rows per metric window (:mod:`pinpipe.speed.metrics`, in SQL) and
-   adds the counts to their windows, except windows that ended at or before the
+4. counts the staged clean rows per metric window or pane (:mod:`pinpipe.speed.metrics`, in
+   SQL) and adds the counts to them, except windows that ended at or before the
    stream's watermark (the latest broker time seen in earlier batches minus the allowed
    lateness), then advances the watermark.
 
@@ -51,23 +51,40 @@ class BatchOutcome:
     late_dropped: int
 
 
-def _rows(table: Any, columns: tuple[str, ...]) -> list[tuple]:
-    """Arrow table -> row tuples in ``columns`` order (timestamps as aware datetimes).
+def _csv(table: Any, columns: tuple[str, ...]) -> bytes:
+    """Arrow columns -> CSV for ``COPY ... (FORMAT csv)``, encoded by Arrow, not per value in Python.
 
+    Every value is quoted, so an empty field is a null and ``""`` an empty string; a list
+    column becomes a PostgreSQL array literal (``{-5.5,12.25}``; Arrow writes each double in
+    its shortest form that reads back exactly) and a timestamp without a zone is UTC.
     PostgreSQL text cannot hold NUL characters (valid in JSON as ``\\u0000``): they become
     U+FFFD, the only change text ever undergoes on the way in.
     """
+    import io
+
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
 
-    selected = table.select(list(columns))
-    data = {}
+    selected = []
     for name in columns:
-        column = selected[name]
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = table[name].combine_chunks()
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             column = pc.replace_substring(column, "\x00", "\ufffd")
-        data[name] = column.to_pylist()
-    return list(zip(*(data[name] for name in columns))) if table.num_rows else []
+        elif pa.types.is_list(kind):  # numbers only (coordinates): no element needs quotes
+            items = pc.cast(column, pa.list_(pa.string()))
+            items = pa.ListArray.from_arrays(
+                items.offsets, pc.fill_null(items.values, "NULL"), mask=items.is_null()
+            )
+            column = pc.binary_join_element_wise("{", pc.binary_join(items, ","), "}", "")
+        elif pa.types.is_timestamp(kind) and kind.tz is None:
+            column = pc.cast(column, pa.timestamp(kind.unit, tz="UTC"))
+        selected.append(column)
+    out = io.BytesIO()
+    options = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+    pacsv.write_csv(pa.table(selected, names=list(columns)), out, options)
+    return out.getvalue()
 
 
 class PostgresWriter:
@@ -82,6 +99,8 @@ class PostgresWriter:
         poster_slide_s: int = 60,
         schema: str = "pinpipe",
     ) -> None:
+        if poster_window_s % poster_slide_s:
+            raise ValueError("the poster window must be a whole number of slides (its panes)")
         self.dsn = dsn
         self.lateness = timedelta(seconds=lateness_s)
         self.poster_window_s = poster_window_s
@@ -110,15 +129,24 @@ class PostgresWriter:
                     "SELECT * FROM {} WITH NO DATA"
                 ).format(sql.Identifier(f"stage_{table}"), sql.Identifier(self.schema, table))
             )
+        # The windows the poster panes add up to (the view pinpipe.poster_activity).
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} AS w (id, window_length, slide) "
+                "VALUES (true, make_interval(secs => %s), make_interval(secs => %s)) "
+                "ON CONFLICT (id) DO UPDATE SET window_length = excluded.window_length, slide = excluded.slide"
+            ).format(sql.Identifier(self.schema, "poster_window")),
+            (self.poster_window_s, self.poster_slide_s),
+        )
         self._staging_ready = True
 
-    def _copy(self, cur: psycopg.Cursor, target: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
-        if not rows:
+    def _copy(self, cur: psycopg.Cursor, target: str, columns: tuple[str, ...], table: Any) -> None:
+        if not table.num_rows:
             return
         names = sql.SQL(", ").join(map(sql.Identifier, columns))
-        with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(target), names)) as copy:
-            for row in rows:
-                copy.write_row(row)
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(target), names)
+        with cur.copy(statement) as copy:
+            copy.write(_csv(table, columns))
 
     def write(
         self,
@@ -157,7 +185,7 @@ class PostgresWriter:
                 key, columns = CLEAN_TABLES[table]
                 every = (*columns, *ARRIVAL)
                 stage = f"stage_{table.value}"
-                self._copy(cur, stage, every, _rows(arrow, every))
+                self._copy(cur, stage, every, arrow)
                 upserted[table.value] = self._upsert(cur, table, key, columns, stage)
                 # A key that cleaning blanked cannot be stored: it is a dead letter.
                 cur.execute(
@@ -171,7 +199,7 @@ class PostgresWriter:
                 dead += cur.rowcount
 
             if dead_letters is not None and dead_letters.num_rows:
-                self._copy(cur, "stage_dead_letter", DEAD_LETTER_COLUMNS, _rows(dead_letters, DEAD_LETTER_COLUMNS))
+                self._copy(cur, "stage_dead_letter", DEAD_LETTER_COLUMNS, dead_letters)
                 names = sql.SQL(", ").join(map(sql.Identifier, DEAD_LETTER_COLUMNS))
                 cur.execute(
                     sql.SQL("INSERT INTO {} ({}) SELECT {} FROM stage_dead_letter ON CONFLICT DO NOTHING").format(
@@ -226,7 +254,7 @@ class PostgresWriter:
             if source is None or not source.num_rows:
                 continue
             stage = f"stage_{metric.name}"
-            cur.execute(metric.partial_sql(f"stage_{metric.source.value}", self.poster_window_s, self.poster_slide_s))
+            cur.execute(metric.partial_sql(f"stage_{metric.source.value}", self.poster_slide_s))
             partial = cur.rowcount
             if not partial:
                 continue
@@ -238,12 +266,13 @@ class PostgresWriter:
             cur.execute(
                 sql.SQL(
                     "INSERT INTO {target} AS t ({names}) SELECT {names} FROM {stage} "
-                    "WHERE %(watermark)s::timestamptz IS NULL OR window_end > %(watermark)s "
+                    "WHERE %(watermark)s::timestamptz IS NULL OR {end} > %(watermark)s "
                     "ON CONFLICT ({key}) DO UPDATE SET {sets}, updated_at = clock_timestamp()"
                 ).format(
                     target=sql.Identifier(s, metric.name),
                     names=names,
                     stage=sql.Identifier(stage),
+                    end=sql.Identifier(metric.end),
                     key=sql.SQL(", ").join(map(sql.Identifier, metric.key)),
                     sets=sets,
                 ),

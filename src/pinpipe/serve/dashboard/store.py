@@ -139,14 +139,17 @@ class ReadOnlyStore:
     def top_posters(self, limit: int = 8) -> list[dict]:
         """Posters of the sliding window that covers the most recent time (the longest one
         still open: the last ``poster_window_s``); the last closed window when none is open."""
+        # Straight from that window's panes (the view poster_activity adds up every window).
         rows = self.query(
             "WITH current AS ("
-            "  SELECT window_start, window_end FROM pinpipe.poster_activity"
-            "  WHERE window_start <= now() AND window_end > now()"
-            "  ORDER BY window_start LIMIT 1)"
-            " SELECT p.poster_name, p.posts, p.max_follower_count, p.window_start, p.window_end"
-            " FROM pinpipe.poster_activity p JOIN current USING (window_start, window_end)"
-            " ORDER BY p.posts DESC, p.poster_name LIMIT %s",
+            "  SELECT date_bin(slide, now(), timestamptz '1970-01-01 00:00:00+00') - window_length + slide"
+            "         AS window_start, window_length FROM pinpipe.poster_window)"
+            " SELECT p.poster_name, sum(p.posts)::bigint AS posts, max(p.max_follower_count),"
+            "        c.window_start, c.window_start + c.window_length"
+            " FROM pinpipe.poster_pane p JOIN current c"
+            "   ON p.pane_start >= c.window_start AND p.pane_start < c.window_start + c.window_length"
+            " GROUP BY p.poster_name, c.window_start, c.window_length"
+            " ORDER BY posts DESC, p.poster_name LIMIT %s",
             (limit,),
         )
         if not rows:
