@@ -23,6 +23,12 @@ One small fetch per partition and trigger, measured at ~3 ms when records are wa
 keeps its last known end: the answer is never beyond the records that exist, so a slow probe
 delays records to the next trigger and never skips or invents any. The same probe is right on
 Apache Kafka, where it costs one fetch more than ListOffsets.
+
+Once one partition has answered, the others get a short grace (``grace_s``) rather than the
+whole deadline: inside the stream job one partition's fetch now and then stalled for ~1 s
+(21 of 159 triggers of a 5-minute run at 6,000 records/s), holding back the micro-batch of
+every partition with it. A partition that missed the grace is waited for up to the deadline
+at the next probe, so each one advances at least every other trigger.
 """
 
 from __future__ import annotations
@@ -118,12 +124,16 @@ class EndProbe:
     lives where it was made.
     """
 
-    def __init__(self, client_config: dict[str, str], topics: Iterable[str], timeout_s: float = 2.0):
+    def __init__(
+        self, client_config: dict[str, str], topics: Iterable[str], timeout_s: float = 2.0, grace_s: float = 0.2
+    ):
         self.client_config = client_config
         self.topics = list(topics)
         self.timeout_s = timeout_s
+        self.grace_s = grace_s
         self._consumer: Any = None
         self._admin: Any = None
+        self._missed: set[tuple[str, int]] = set()  # no answer in the last probe: waited for next time
 
     def _client(self) -> Any:
         if self._consumer is None:
@@ -187,6 +197,9 @@ class EndProbe:
         deadline = time.monotonic() + self.timeout_s
         try:
             while pending and time.monotonic() < deadline:
+                if len(pending) < len(wanted) and not pending & self._missed:
+                    # Someone answered: the rest get the grace, not the whole deadline.
+                    deadline = min(deadline, time.monotonic() + self.grace_s)
                 for message in consumer.consume(len(pending) * 8, timeout=0.05):
                     key = (message.topic(), message.partition())
                     if key not in pending:
@@ -211,8 +224,9 @@ class EndProbe:
                         pending.discard(key)
         finally:
             consumer.unassign()
+        self._missed = pending
         if pending:
-            log.debug("end probe: no answer from %d partitions in %.1f s", len(pending), self.timeout_s)
+            log.debug("end probe: no answer from %d partitions", len(pending))
         ends: OffsetMap = {}
         for (topic, part), offset in result.items():
             ends.setdefault(topic, {})[str(part)] = offset
