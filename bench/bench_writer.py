@@ -6,8 +6,8 @@ shape the stream job hands over (clean Arrow tables of pin, geo and user with th
 columns, rows drawn from the generated source tables, so keys repeat as in a real stream) and
 times :meth:`pinpipe.speed.writer.PostgresWriter.write` per batch: COPY into staging, upserts,
 metrics, commit. Prints one table with a row per (writer, records per table): median and p95
-seconds per batch, records per second, the metric rows the batch wrote, and the ratio against
-the baseline run in the same invocation:
+seconds per batch, records per second, and the ratio against the baseline run in the same
+invocation:
 
 ``rows`` (baseline)
     the writer with its COPY fed row by row from Python values (``to_pylist`` and
@@ -94,14 +94,6 @@ def copy_row_by_row(self, cur, target, columns, table) -> None:
             copy.write_row(row)
 
 
-def metric_rows(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return sum(
-            conn.execute(f"SELECT count(*) FROM pinpipe.{name}").fetchone()[0]
-            for name in ("category_per_minute", "country_per_minute", "poster_pane")
-        )
-
-
 def run(admin_dsn: str, tables, records: int, batches: int, baseline: bool) -> dict:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -114,16 +106,14 @@ def run(admin_dsn: str, tables, records: int, batches: int, baseline: bool) -> d
         apply_migrations(dsn)
         writer = PostgresWriter(dsn, lateness_s=600)
         now = datetime.now(UTC)
-        seconds, metrics = [], []
+        seconds = []
         for n in range(batches + 2):
             at = now + timedelta(seconds=n)
             batch = {t: batch_tables(tables, t, n * records, records, at) for t in Table}
-            before = metric_rows(dsn)
             began = time.perf_counter()
             writer.write("bench", n, batch, None, TOPICS)
             if n >= 2:
                 seconds.append(time.perf_counter() - began)
-                metrics.append(metric_rows(dsn) - before)
         writer.close()
     finally:
         PostgresWriter._copy = original
@@ -135,7 +125,6 @@ def run(admin_dsn: str, tables, records: int, batches: int, baseline: bool) -> d
         "median": median,
         "p95": seconds[min(len(seconds) - 1, int(len(seconds) * 0.95))],
         "rate": 3 * records / median,
-        "metric_rows": int(statistics.median(metrics)),
     }
 
 
@@ -155,12 +144,12 @@ def main() -> int:
             for label, baseline in (("pinpipe (Arrow CSV COPY)", False), ("baseline (rows)", True)):
                 print(f"[{label}] {records} records per table ...", file=sys.stderr)
                 results.append((label, records, run(dsn, tables, records, args.batches, baseline)))
-    print("| writer | records/table | s per batch p50 | p95 | records/s | metric rows/batch | p50 ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| writer | records/table | s per batch p50 | p95 | records/s | p50 ratio |")
+    print("|---|---|---|---|---|---|")
     for label, records, result in results:
         base = next(r for lab, n, r in results if n == records and lab.startswith("baseline"))
         print(f"| {label} | {records:,} | {result['median']:.3f} | {result['p95']:.3f} | {result['rate']:,.0f} |"
-              f" {result['metric_rows']:,} | {result['median'] / base['median']:.2f} |")
+              f" {result['median'] / base['median']:.2f} |")
     return 0
 
 
