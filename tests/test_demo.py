@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from pinpipe.events import ANSWER_NAMES
+from tests.speed.conftest import TEST_WARMUP_ROWS
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,7 @@ def demo_env(directory: Path) -> dict[str, str]:
     """This environment without PINPIPE_* settings, with its data dir under ``directory``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
     env["PINPIPE_DATA_DIR"] = str(directory / "data")
+    env["PINPIPE_SPEED__WARMUP_ROWS"] = str(TEST_WARMUP_ROWS)
     return env
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from pinpipe.config import load_settings
 from pinpipe.services.state import pid_is_alive
+from tests.speed.conftest import TEST_WARMUP_ROWS
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,7 @@ def test_up_runs_everything_and_stops_without_losing_a_record(traversable_dir):
         "PINPIPE_DATA_DIR": str(data_dir),
         "PINPIPE_LAKE__ROTATE_AGE_S": "2",  # files every 2 s, so the lake fills during the test
         "PINPIPE_UP__RESTART_BACKOFF_S": "0.2",
+        "PINPIPE_SPEED__WARMUP_ROWS": str(TEST_WARMUP_ROWS),
     }
     command = [sys.executable, "-m", "pinpipe.cli", "up", "--emulate", "50", "--api-port", "0",
                "--dashboard-port", "0", "--lake-metrics-port", "0", "--stream-metrics-port", "0"]

@@ -24,6 +24,7 @@ import pytest
 from pinpipe.config import load_settings
 from pinpipe.services.resolve import postgres_dsn
 from pinpipe.services.state import pid_is_alive
+from tests.speed.conftest import TEST_WARMUP_ROWS
 from tests.test_up import lake_values, read_state, until
 
 pytestmark = pytest.mark.integration
@@ -91,6 +92,7 @@ def test_detached_up_runs_the_batch_on_schedule_and_goes_down_leaving_no_process
         **{k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")},
         "PINPIPE_DATA_DIR": str(data_dir),
         "PINPIPE_LAKE__ROTATE_AGE_S": "1",  # the posts are in the lake within seconds
+        "PINPIPE_SPEED__WARMUP_ROWS": str(TEST_WARMUP_ROWS),
         "PINPIPE_BATCH__SHUFFLE_PARTITIONS": "2",
         "PINPIPE_BATCH__DRIVER_MEMORY": "1g",
         "COLUMNS": "200",  # status's table unabridged

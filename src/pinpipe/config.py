@@ -273,6 +273,12 @@ class SpeedSettings(BaseModel):
     lateness_s: float = Field(
         600.0, ge=0, description="Watermark: metric windows older than the latest broker time minus this are final."
     )
+    warmup_rows: int = Field(
+        2000,
+        ge=0,
+        description="Generated posts the stream job parses and cleans (three times) before its query, so "
+        "the JIT has compiled that path before the first records; 0 skips the warm-up.",
+    )
     poster_window_s: int = Field(600, ge=1, description="Sliding window length of the poster activity metric.")
     poster_slide_s: int = Field(
         60, ge=1, description="... and how often a new window starts (the window is a whole number of slides)."

@@ -56,11 +56,15 @@ def produce(kafka_bootstrap: str) -> Iterator[Callable[..., None]]:
     producer.flush(10)
 
 
+TEST_WARMUP_ROWS = 50
+"""Tests check what the stream writes, not how fast its first batches are: a short warm-up."""
+
+
 def speed_settings(prefix: str, **speed: object) -> Settings:
     return Settings(
         broker={"topic_prefix": prefix, "partitions": 2},
         batch={"spark_master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"},
-        speed={"trigger_s": 0.5, **speed},
+        speed={"trigger_s": 0.5, "warmup_rows": TEST_WARMUP_ROWS, **speed},
     )
 
 

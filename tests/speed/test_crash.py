@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pinpipe.events import Table
-from tests.speed.conftest import create_topics
+from tests.speed.conftest import TEST_WARMUP_ROWS, create_topics
 from tests.speed.pg import clean_rows, query, wait_for
 from tests.speed.records import clean_geo, clean_pin, clean_user, geo, pin, user
 
@@ -33,6 +33,7 @@ def start_job(bootstrap: str, dsn: str, prefix: str, workdir: Path) -> subproces
         "PINPIPE_BATCH__DRIVER_MEMORY": "1g",
         "PINPIPE_BATCH__SHUFFLE_PARTITIONS": "2",
         "PINPIPE_SPEED__MAX_OFFSETS_PER_TRIGGER": "150",  # many small batches to die in
+        "PINPIPE_SPEED__WARMUP_ROWS": str(TEST_WARMUP_ROWS),
     }
     log = open(workdir / "stream.log", "ab")
     return subprocess.Popen(

@@ -255,9 +255,10 @@ def start_stream(
     from pinpipe.serve.schema import apply_migrations
 
     apply_migrations(dsn)
-    began = time.monotonic()
-    warm_up(spark, settings)
-    log.info("warmed up on generated records in %.2f s", time.monotonic() - began)
+    if settings.speed.warmup_rows:
+        began = time.monotonic()
+        warm_up(spark, settings, rows=settings.speed.warmup_rows)
+        log.info("warmed up on generated records in %.2f s", time.monotonic() - began)
     checkpoint = checkpoint_location(settings, checkpoint_dir)
     handler = MicroBatchHandler(settings, dsn, checkpoint, metrics)
     interval = settings.speed.trigger_s if trigger_s is None else trigger_s
