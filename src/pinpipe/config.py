@@ -286,13 +286,21 @@ class SpeedSettings(BaseModel):
 
     @model_validator(mode="after")
     def _window_of_whole_slides(self) -> SpeedSettings:
-        # Sliding windows are stored as slide-long panes (pinpipe.speed.metrics).
-        if self.poster_window_s % self.poster_slide_s:
-            raise ValueError(
-                f"speed.poster_window_s ({self.poster_window_s}) must be a multiple of "
-                f"speed.poster_slide_s ({self.poster_slide_s})"
-            )
+        check_poster_window(self.poster_window_s, self.poster_slide_s)
         return self
+
+
+def check_poster_window(window_s: int, slide_s: int) -> None:
+    """Raise ``ValueError`` unless the poster window is a whole number of slides.
+
+    Sliding windows are stored as slide-long panes (:mod:`pinpipe.speed.metrics`), so a window
+    must be made of whole panes.
+    """
+    if window_s % slide_s:
+        raise ValueError(
+            f"the poster window (speed.poster_window_s = {window_s}) must be a whole number of "
+            f"slides (speed.poster_slide_s = {slide_s}): windows are kept as slide-long panes"
+        )
 
 
 class DashboardSettings(BaseModel):

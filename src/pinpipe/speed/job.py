@@ -121,7 +121,7 @@ def stream_outputs(spark: SparkSession, settings: Settings, bootstrap: str) -> D
     return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
 
 
-def warm_up(spark: SparkSession, settings: Settings, rows: int = 2000, rounds: int = 3) -> None:
+def warm_up(spark: SparkSession, settings: Settings, rows: int, rounds: int = 3) -> None:
     """Parse and clean ``rows`` generated posts with the stream's plan, ``rounds`` times, as batch jobs.
 
     Run before the query starts: the JVM then loads and compiles what real values need (JSON

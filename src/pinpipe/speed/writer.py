@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pinpipe.config import check_poster_window
 from pinpipe.events import CLEAN_COLUMNS, Table
 from pinpipe.speed.metrics import METRICS
 
@@ -99,8 +100,7 @@ class PostgresWriter:
         poster_slide_s: int = 60,
         schema: str = "pinpipe",
     ) -> None:
-        if poster_window_s % poster_slide_s:
-            raise ValueError("the poster window must be a whole number of slides (its panes)")
+        check_poster_window(poster_window_s, poster_slide_s)
         self.dsn = dsn
         self.lateness = timedelta(seconds=lateness_s)
         self.poster_window_s = poster_window_s
