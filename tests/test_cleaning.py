@@ -10,12 +10,14 @@ from pyspark.testing import assertDataFrameEqual
 
 from pinpipe.cleaning import (
     CLEAN_COLUMNS,
+    WHITE_SPACE,
     clean_geo,
     clean_pins,
     clean_users,
     deduplicate,
     follower_count,
     parse_raw,
+    trim_white_space,
     utc_timestamp,
 )
 from pinpipe.events import Table, spark_schema
@@ -113,6 +115,26 @@ def test_parse_raw_quarantines_a_pin_without_unique_id(spark):
     raw = spark.createDataFrame([('{"index": 3, "title": "t"}', T0, 0, 0)], RAW)
     _, quarantine = parse_raw(raw, Table.PIN)
     assert [row.reason for row in quarantine.collect()] == ["missing unique_id"]
+
+
+def test_white_space_is_javas_white_space_property(spark):
+    # Java's regular expressions define the set the rules were written against; ask them
+    # about every code point of the Basic Multilingual Plane (surrogates excluded).
+    from pyspark.sql import functions as F
+
+    chars = spark.createDataFrame(
+        [(chr(c),) for c in range(0x10000) if not 0xD800 <= c <= 0xDFFF], "c string"
+    )
+    java = {row.c for row in chars.where(F.col("c").rlike(r"^\p{IsWhite_Space}$")).collect()}
+    assert java == set(WHITE_SPACE)
+    assert len(WHITE_SPACE) == 25
+
+
+def test_trim_white_space_trims_only_the_ends(spark):
+    texts = ["\u00a0\u3000 a\u2028b \t\n", "\u2009", "x", "", None]
+    df = spark.createDataFrame([(t,) for t in texts], "t string")
+    got = [row.trimmed for row in df.select(trim_white_space("t").alias("trimmed")).collect()]
+    assert got == ["a\u2028b", "", "x", "", None]
 
 
 def test_clean_pins_nulls_placeholders_and_blanks_and_keeps_other_text(spark):
