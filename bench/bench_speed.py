@@ -28,7 +28,8 @@ invocation, a run that differs in one setting, for the ratio:
     the producers' ``linger.ms`` at ``--baseline-linger-ms`` (default 2, pinpipe's earlier
     default) instead of the ingest API's setting;
 ``--baseline tasks``
-    one Spark task per Kafka partition (Spark's kafka source default) instead of one per topic.
+    one Spark task per Kafka partition (Spark's kafka source default) instead of
+    ``speed.read_tasks``.
 
 ::
 
@@ -86,7 +87,7 @@ def child_env(workdir: Path, bootstrap: str, dsn: str, read_tasks: int, linger_m
         "PINPIPE_DATA_DIR": str(workdir),
         "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
         "PINPIPE_POSTGRES__DSN": dsn,
-        "PINPIPE_SPEED__READ_TASKS_PER_TOPIC": str(read_tasks),
+        "PINPIPE_SPEED__READ_TASKS": str(read_tasks),
         "PINPIPE_INGEST__LINGER_MS": str(linger_ms),
         "PYTHONUNBUFFERED": "1",
     }
@@ -323,10 +324,11 @@ def main() -> None:
 
     from pinpipe.config import load_settings
 
-    linger_ms = load_settings().ingest.linger_ms
-    runs = [run_once(args, f"pinpipe (1 task per topic, linger {linger_ms:g} ms)", 1, linger_ms)]
+    settings = load_settings()
+    linger_ms, tasks = settings.ingest.linger_ms, settings.speed.read_tasks
+    runs = [run_once(args, f"pinpipe ({tasks} read tasks, linger {linger_ms:g} ms)", tasks, linger_ms)]
     if args.baseline == "linger":
-        runs.append(run_once(args, f"baseline (linger {args.baseline_linger_ms:g} ms)", 1, args.baseline_linger_ms))
+        runs.append(run_once(args, f"baseline (linger {args.baseline_linger_ms:g} ms)", tasks, args.baseline_linger_ms))
     elif args.baseline == "tasks":
         runs.append(run_once(args, "baseline (1 task per partition)", 0, linger_ms))
     results = [row for row, _ in runs]

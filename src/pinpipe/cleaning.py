@@ -12,9 +12,15 @@ on batch and streaming DataFrames alike (except :func:`deduplicate`, see its doc
 the input has one. The ``clean_*`` functions return the clean columns in the order of the
 spec, followed by those carried columns when present, so the last arrival can still be
 chosen after cleaning.
+
+The rules themselves are column expressions (:func:`clean_columns`, :func:`json_record`,
+:func:`rejection_reason`): the ``clean_*`` functions apply them to a parsed DataFrame, and the
+stream job to the records of all three topics in one pass (:func:`pinpipe.speed.job.tag_outputs`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -48,53 +54,75 @@ _COUNT = r"^([0-9]+(?:\.[0-9]+)?)([kKmM]?)$"
 _ZONE = r"(?i)(z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
-def parse_records(raw: DataFrame, table: Table) -> DataFrame:
-    """Parse the ``value`` JSON of raw records into the fields of ``table``, keeping every row.
+def json_record(text: Column, table: Table) -> Column:
+    """``text`` parsed as a JSON object of ``table``'s fields (a struct), plus a corrupt-record field.
 
-    Returns the raw fields (:func:`events.spark_schema`), ``value``, :data:`REASON` and the
-    carried columns (:data:`ARRIVAL_COLUMNS`, and the lake partition ``dt`` when the input has
-    one). ``reason`` is null for a record that parsed, and says why otherwise: the value is
-    null, not UTF-8 (a ``value_bytes`` column holds it), not JSON, not an object of the table's
-    field types, or lacks the natural key or row number. One pass and no branch, so a stream
-    reads its source once (:func:`parse_raw` splits the result in two).
+    Reference the result by name from a later ``select`` (as :func:`parse_records` does), never
+    by this expression: Spark does not share an expression between the later branches of a
+    CASE, so each reference to it would parse the value again (measured: 50 us a pin record
+    with the reason built from it, against 15 us).
+    """
+    schema = spark_schema(Table(table)).add(_CORRUPT, "string")
+    return F.from_json(text, schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+
+
+def rejection_reason(value: Column, record: Column, table: Table, value_bytes: Column | None = None) -> Column:
+    """Why a record is rejected, or null: from its text ``value`` and :func:`json_record` ``record``.
+
+    The value is null, not UTF-8 (``value_bytes``, when given, holds such a value), not JSON,
+    not an object of the table's field types, or lacks the natural key or row number.
     """
     table = Table(table)
-    schema = spark_schema(table).add(_CORRUPT, "string")
-    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
-    text = F.col("value").cast("string")
-    decoded = raw.select(
-        text.alias("value"),
-        F.from_json(text, schema, options).alias("record"),
-        *(F.col(name) for name in ("value_bytes", "timestamp", "partition", "offset", LAKE_PARTITION) if name in raw.columns),
-    )
-    # The reason reads the parsed record by name, from the select above: built from the
-    # from_json expression itself, it parsed each value four times (once per reference),
-    # since Spark does not share an expression between a CASE's later branches (measured:
-    # 50 us against 8 us a pin record).
-    value, record = F.col("value"), F.col("record")
     reason = F.when(value.isNull(), F.lit("null value"))
-    if "value_bytes" in raw.columns:  # the sink and the source keep non-UTF-8 values as bytes only
-        reason = F.when(
-            value.isNull() & F.col("value_bytes").isNotNull(), F.lit("value is not UTF-8")
-        ).when(value.isNull(), F.lit("null value"))
+    if value_bytes is not None:  # the sink and the source keep non-UTF-8 values as bytes only
+        reason = F.when(value.isNull() & value_bytes.isNotNull(), F.lit("value is not UTF-8")).when(
+            value.isNull(), F.lit("null value")
+        )
     reason = reason.when(
         record[_CORRUPT].isNotNull(), F.lit(f"not a JSON object of {table.value} field types")
     )
     for field in dict.fromkeys((table.natural_key, table.row_field)):
         reason = reason.when(record[field].isNull(), F.lit(f"missing {field}"))
+    return reason
+
+
+def parse_records(raw: DataFrame, table: Table) -> DataFrame:
+    """Parse the ``value`` JSON of raw records into the fields of ``table``, keeping every row.
+
+    Returns the raw fields (:func:`events.spark_schema`), ``value``, :data:`REASON` and the
+    carried columns (:data:`ARRIVAL_COLUMNS`, and the lake partition ``dt`` when the input has
+    one). ``reason`` is null for a record that parsed, and says why otherwise
+    (:func:`rejection_reason`). One pass and no branch (:func:`parse_raw` splits the result in two).
+    """
+    table = Table(table)
+    text = F.col("value").cast("string")
+    has_bytes = "value_bytes" in raw.columns
+    decoded = raw.select(
+        text.alias("value"),
+        json_record(text, table).alias("record"),
+        *(F.col(name) for name in ("value_bytes", "timestamp", "partition", "offset", LAKE_PARTITION) if name in raw.columns),
+    )
+    value, record = F.col("value"), F.col("record")
     parsed = decoded.select(
         value,
         record,
-        F.col("timestamp").cast("timestamp").alias(BROKER_TIMESTAMP),
-        F.col("partition").cast("int").alias(KAFKA_PARTITION),
-        F.col("offset").cast("long").alias(KAFKA_OFFSET),
+        *arrival_columns(),
         *(F.col(LAKE_PARTITION).cast("string"),) if LAKE_PARTITION in raw.columns else (),
-        reason.alias(REASON),
+        rejection_reason(value, record, table, F.col("value_bytes") if has_bytes else None).alias(REASON),
     )
     return parsed.select(
         *(F.col(f"record.{field}").alias(field) for field in table.fields),
         *_carried(parsed),
     )
+
+
+def arrival_columns() -> list[Column]:
+    """:data:`ARRIVAL_COLUMNS` from a Kafka record's (or the lake's) ``timestamp``, ``partition``, ``offset``."""
+    return [
+        F.col("timestamp").cast("timestamp").alias(BROKER_TIMESTAMP),
+        F.col("partition").cast("int").alias(KAFKA_PARTITION),
+        F.col("offset").cast("long").alias(KAFKA_OFFSET),
+    ]
 
 
 def parse_raw(raw: DataFrame, table: Table) -> tuple[DataFrame, DataFrame]:
@@ -164,10 +192,14 @@ def _carried(df: DataFrame) -> list[str]:
     return [name for name in CARRIED_COLUMNS if name in df.columns]
 
 
-def clean_pins(parsed: DataFrame) -> DataFrame:
-    """Raw pin fields -> the clean pin columns (section 3), then any arrival columns."""
+Field = Callable[[str], Column]
+"""How a cleaning rule reads a raw field: its name -> the column (``F.col`` for a parsed DataFrame)."""
+
+
+def pin_columns(field: Field = F.col) -> dict[str, Column]:
+    """The clean pin columns (section 3) as expressions over the raw pin fields."""
     text = {
-        name: clean_text(name, placeholders_of(name)).alias(name)
+        name: clean_text(field(name), placeholders_of(name))
         for name in (
             "unique_id",
             "title",
@@ -179,50 +211,80 @@ def clean_pins(parsed: DataFrame) -> DataFrame:
             "category",
         )
     }
-    columns = {
+    return {
         **text,
-        "ind": F.col("index").cast("int").alias("ind"),
-        "follower_count": follower_count("follower_count").alias("follower_count"),
-        "save_location": save_path("save_location").alias("save_location"),
-        "downloaded": F.col("downloaded").cast("int").alias("downloaded"),
+        "ind": field("index").cast("int"),
+        "follower_count": follower_count(field("follower_count")),
+        "save_location": save_path(field("save_location")),
+        "downloaded": field("downloaded").cast("int"),
     }
-    return parsed.select(*(columns[name] for name in CLEAN_COLUMNS[Table.PIN]), *_carried(parsed))
 
 
-def clean_geo(parsed: DataFrame) -> DataFrame:
-    """Raw geo fields -> ``ind, country, coordinates, timestamp``, then any arrival columns.
+def geo_columns(field: Field = F.col) -> dict[str, Column]:
+    """``ind, country, coordinates, timestamp`` as expressions over the raw geo fields.
 
     ``coordinates`` is ``array<double>`` ``[latitude, longitude]``, null when either is missing.
     """
-    latitude, longitude = F.col("latitude").cast("double"), F.col("longitude").cast("double")
-    coordinates = F.when(latitude.isNotNull() & longitude.isNotNull(), F.array(latitude, longitude))
-    return parsed.select(
-        F.col("ind").cast("int").alias("ind"),
-        clean_text("country").alias("country"),
-        coordinates.alias("coordinates"),
-        utc_timestamp("timestamp").alias("timestamp"),
-        *_carried(parsed),
-    )
+    latitude, longitude = field("latitude").cast("double"), field("longitude").cast("double")
+    return {
+        "ind": field("ind").cast("int"),
+        "country": clean_text(field("country")),
+        "coordinates": F.when(latitude.isNotNull() & longitude.isNotNull(), F.array(latitude, longitude)),
+        "timestamp": utc_timestamp(field("timestamp")),
+    }
 
 
-def clean_users(parsed: DataFrame) -> DataFrame:
-    """Raw user fields -> ``ind, user_name, age, date_joined``, then any arrival columns.
+def user_columns(field: Field = F.col) -> dict[str, Column]:
+    """``ind, user_name, age, date_joined`` as expressions over the raw user fields.
 
     ``user_name`` is first and last name joined by one space (just the one present when the
     other is missing; null when both are).
     """
-    name = F.concat_ws(" ", clean_text("first_name"), clean_text("last_name"))
-    return parsed.select(
-        F.col("ind").cast("int").alias("ind"),
-        clean_text(name).alias("user_name"),
-        F.col("age").cast("int").alias("age"),
-        utc_timestamp("date_joined").alias("date_joined"),
-        *_carried(parsed),
-    )
+    name = F.concat_ws(" ", clean_text(field("first_name")), clean_text(field("last_name")))
+    return {
+        "ind": field("ind").cast("int"),
+        "user_name": clean_text(name),
+        "age": field("age").cast("int"),
+        "date_joined": utc_timestamp(field("date_joined")),
+    }
+
+
+COLUMN_RULES: dict[Table, Callable[[Field], dict[str, Column]]] = {
+    Table.PIN: pin_columns,
+    Table.GEO: geo_columns,
+    Table.USER: user_columns,
+}
+"""Each table's cleaning rules, column by column: the one definition both layers apply."""
+
+
+def clean_columns(table: Table, field: Field = F.col) -> dict[str, Column]:
+    """The clean columns of ``table`` (name -> expression), in the spec's order, read through ``field``."""
+    rules = COLUMN_RULES[Table(table)](field)
+    return {name: rules[name] for name in CLEAN_COLUMNS[Table(table)]}
+
+
+def _clean(parsed: DataFrame, table: Table) -> DataFrame:
+    columns = clean_columns(table)
+    return parsed.select(*(rule.alias(name) for name, rule in columns.items()), *_carried(parsed))
+
+
+def clean_pins(parsed: DataFrame) -> DataFrame:
+    """Raw pin fields -> the clean pin columns (section 3), then any arrival columns."""
+    return _clean(parsed, Table.PIN)
+
+
+def clean_geo(parsed: DataFrame) -> DataFrame:
+    """Raw geo fields -> ``ind, country, coordinates, timestamp``, then any arrival columns."""
+    return _clean(parsed, Table.GEO)
+
+
+def clean_users(parsed: DataFrame) -> DataFrame:
+    """Raw user fields -> ``ind, user_name, age, date_joined``, then any arrival columns."""
+    return _clean(parsed, Table.USER)
 
 
 CLEANERS = {Table.PIN: clean_pins, Table.GEO: clean_geo, Table.USER: clean_users}
-"""The cleaning function of each table."""
+"""The cleaning function of each table (on a parsed DataFrame)."""
 
 
 ARRIVAL_RANK = "arrival_rank"

@@ -83,10 +83,10 @@ def test_native_format_gets_java_client_options_and_gives_the_same_columns(spark
             "ssl_ca_location": "/etc/ssl/ca.pem",
             "client_options": {"linger.ms": "5"},  # librdkafka's: not for the Java client
         },
-        speed={"source_format": STAND_IN, "max_offsets_per_trigger": 500, "read_tasks_per_topic": 1},
+        speed={"source_format": STAND_IN, "max_offsets_per_trigger": 500, "read_tasks": 1},
     )
-    native = read_kafka(spark, settings, "b-1.example:9096", "t.pin")
-    builtin = read_kafka(spark, Settings(), "127.0.0.1:9", "t.pin")
+    native = read_kafka(spark, settings, "b-1.example:9096", ["t.pin"])
+    builtin = read_kafka(spark, Settings(), "127.0.0.1:9", ["t.pin"])
     assert columns(native) == columns(builtin) == columns(spark.createDataFrame([], KAFKA_SCHEMA))
 
     rows = []
