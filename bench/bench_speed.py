@@ -232,14 +232,50 @@ def load_via_api(url: str, args, acked: dict[str, float], tick) -> int:
     return stats.accepted
 
 
-def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple[str, ...], list[int]]:
-    """One configuration on a fresh broker, PostgreSQL and stream job; returns its table row and
-    its lag samples (one a second)."""
+def latency_split(conn, checkpoint: Path, pin_topic: str, since: float) -> str:
+    """Where a pin's time goes, from the stream's checkpoint: the median seconds from the record's
+    broker timestamp (the API's produce) to the offset probe of the micro-batch that read it (the
+    offset log's write), and from there to the upsert. Spark keeps the last 100 offset logs, so
+    this covers the last 100 micro-batches."""
+    probes = {}
+    for path in (checkpoint / "offsets").iterdir():
+        if path.name.isdigit():
+            ends: dict = {}
+            for line in path.read_text().splitlines()[2:]:  # a version, the batch's metadata, sources
+                ends.update(json.loads(line))
+            probes[int(path.name)] = (path.stat().st_mtime, ends.get(pin_topic, {}))
+    ids = sorted(probes)
+    if len(ids) < 2:
+        return "no offset logs to split the latency by"
+    rows = conn.execute(
+        "SELECT kafka_partition, kafka_offset, extract(epoch FROM broker_timestamp), "
+        "extract(epoch FROM updated_at) FROM pinpipe.pin WHERE broker_timestamp >= to_timestamp(%s)",
+        (since,),
+    ).fetchall()
+    to_probe, to_upsert = [], []
+    for partition, offset, created, upserted in rows:
+        for batch in ids[1:]:
+            start, end = probes[batch - 1][1].get(str(partition)), probes[batch][1].get(str(partition))
+            if start is not None and end is not None and start <= offset < end:
+                to_probe.append(probes[batch][0] - float(created))
+                to_upsert.append(float(upserted) - probes[batch][0])
+                break
+    if not to_probe:
+        return "no pin of the last 100 micro-batches to split the latency by"
+    return (f"{len(to_probe)} pins of the last {len(ids) - 1} micro-batches, median: produced -> read "
+            f"by an offset probe {statistics.median(to_probe):.2f} s, probe -> upserted "
+            f"{statistics.median(to_upsert):.2f} s")
+
+
+def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple[str, ...], list[int], str]:
+    """One configuration on a fresh broker, PostgreSQL and stream job; returns its table row, its
+    lag samples (one a second) and its latency split (:func:`latency_split`)."""
     from confluent_kafka import Producer
 
     from pinpipe.config import load_settings
     from pinpipe.events import Table, topic_name
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
+    from pinpipe.speed.job import checkpoint_location
 
     workdir = Path(tempfile.mkdtemp(prefix="pinpipe-bench-speed-", dir="/tmp"))
     workdir.chmod(0o755)
@@ -290,6 +326,8 @@ def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple
             batches, mean_records = conn.execute(
                 "SELECT count(*), avg(records) FROM pinpipe.stream_batch"
             ).fetchone()
+            split = latency_split(conn, Path(checkpoint_location(settings)),
+                                  topic_name(settings.broker.topic_prefix, Table.PIN), measure_from)
     latencies = sorted(
         float(seen) - acked[uid]
         for uid, seen in rows
@@ -304,7 +342,7 @@ def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple
     return (label, args.via, f"{args.rate:.0f}", f"{args.duration:.0f}", str(len(latencies)),
             f"{q[49]:.2f}", f"{q[94]:.2f}", f"{q[98]:.2f}", f"{latencies[-1]:.2f}",
             f"{lag_start:.0f}", f"{lag_end:.0f}", str(max(lag_samples, default=0)), str(batches),
-            f"{float(mean_records or 0):.0f}", f"{rss.peak / 2**20:.0f}", "yes" if drained else "NO"), lag_samples
+            f"{float(mean_records or 0):.0f}", f"{rss.peak / 2**20:.0f}", "yes" if drained else "NO"), lag_samples, split
 
 
 def main() -> None:
@@ -331,7 +369,7 @@ def main() -> None:
         runs.append(run_once(args, f"baseline (linger {args.baseline_linger_ms:g} ms)", tasks, args.baseline_linger_ms))
     elif args.baseline == "tasks":
         runs.append(run_once(args, "baseline (1 task per partition)", 0, linger_ms))
-    results = [row for row, _ in runs]
+    results = [row for row, _, _ in runs]
     header = ("run", "via", "posts/s", "s", "pins", "p50 s", "p95 s", "p99 s", "max s",
               "lag start", "lag end", "lag max", "batches", "rec/batch", "peak RSS MiB", "drained")
     widths = [max(len(h), *(len(row[i]) for row in results)) for i, h in enumerate(header)]
@@ -342,9 +380,10 @@ def main() -> None:
     if len(results) == 2:
         p50, p99 = (float(results[0][5]), float(results[1][5])), (float(results[0][7]), float(results[1][7]))
         print(f"ratio pinpipe / baseline: p50 {p50[0] / p50[1]:.2f}, p99 {p99[0] / p99[1]:.2f}")
-    for row, lag_samples in runs:
+    for row, lag_samples, split in runs:
         minutes = [lag_samples[i:i + 60] for i in range(0, len(lag_samples), 60)]
         print(f"lag per minute, {row[0]}: " + ", ".join(f"{statistics.mean(m):,.0f}" for m in minutes))
+        print(f"latency split, {row[0]}: {split}")
     print("lag = records acknowledged but not yet committed by the stream job (first / last third "
           "of the run, averaged); latency = ack -> row upserted in PostgreSQL, per pin")
 
