@@ -95,3 +95,57 @@ def test_ranges_grouped_into_balanced_tasks():
     assert [sorted(r.partition for r in group) for group in two] == [[0, 1, 3], [2, 4]]
     one = group_ranges(ranges, 1)
     assert len(one) == 1 and sorted(one[0], key=lambda r: r.partition) == ranges
+
+
+class FirstConsumeEmpty:
+    """A real consumer whose first ``consume`` returns nothing, as when the fetch is slow."""
+
+    def __init__(self, consumer) -> None:
+        self._consumer, self._calls = consumer, 0
+
+    def consume(self, *args, **kwargs):
+        self._calls += 1
+        return [] if self._calls == 1 else self._consumer.consume(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._consumer, name)
+
+
+@pytest.mark.integration
+def test_probe_does_not_answer_with_the_previous_probes_high_watermark(kafka_bootstrap, topic_prefix):
+    # Under load, the probe's consumer goes on fetching after a partition has answered (it waits
+    # for the others), so its cached high watermark runs ahead of the answer. The next probe
+    # must fetch afresh rather than take that leftover: taking it answered one probe late.
+    from confluent_kafka import Producer, TopicPartition
+
+    from pinpipe.services.topics import ensure_topics
+
+    topic = f"{topic_prefix}.leftover"
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, [topic], 1)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def produce(count: int) -> None:
+        for _ in range(count):
+            producer.produce(topic, b"x", partition=0)
+        producer.flush(30)
+
+    produce(100)
+    probe = EndProbe({"bootstrap.servers": kafka_bootstrap}, [topic])
+    try:
+        known = probe.ends({topic: {"0": 0}})
+        assert known == {topic: {"0": 100}}
+        produce(50)
+        # The fetches a busy probe makes after its answer, by hand: the cache now holds 150.
+        consumer = probe._client()
+        consumer.assign([TopicPartition(topic, 0, 100)])
+        while not consumer.consume(1, timeout=1):
+            pass
+        consumer.unassign()
+        assert consumer.get_watermark_offsets(TopicPartition(topic, 0), cached=True)[1] == 150
+        produce(50)
+        # On a loaded machine the fresh fetch is not back within the probe's first slice: the
+        # consumer, otherwise real, says so for its first call.
+        probe._consumer = FirstConsumeEmpty(consumer)
+        assert probe.ends(known) == {topic: {"0": 200}}
+    finally:
+        probe.close()
