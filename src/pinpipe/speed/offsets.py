@@ -16,7 +16,7 @@ consumer at the last known end of every partition and waits, per partition, for 
 - a record: then the fetch response's high watermark (``get_watermark_offsets(cached=True)``)
   is the end, or the record's offset + 1 if that is larger (a cached high watermark counts
   only once it has changed during this probe: the value left from the previous probe's last
-  fetch is not an answer); or
+  fetch is an answer only when nothing fresher came before the deadline); or
 - the end-of-partition event (``enable.partition.eof``): the fetch found nothing at the known
   end, and the event's offset *is* the end.
 
@@ -232,6 +232,15 @@ class EndProbe:
                     if int(high) > max(result[key], before[key]):
                         result[key] = int(high)
                         pending.discard(key)
+            # No fresh answer in time: the last high watermark this consumer saw, when beyond
+            # the known end, is still an end of records that exist. Without it a partition
+            # whose fetch stalled kept its known end for good (240 records of a 5-minute run
+            # left unread once the load stopped; a new consumer read them at once).
+            for key in list(pending):
+                _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+                if int(high) > result[key]:
+                    result[key] = int(high)
+                    pending.discard(key)
         finally:
             consumer.unassign()
         self._missed = pending
