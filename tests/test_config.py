@@ -159,3 +159,10 @@ def test_cli_flag_beats_env_and_file(config_file, monkeypatch, tmp_path):
     for label, seed in (("env", 2), ("flag", 3)):
         export_tables(generate_tables(seed, 5), tmp_path / f"expected-{label}", "jsonl")
         assert outputs[label] == (tmp_path / f"expected-{label}" / "pin.jsonl").read_text()
+
+
+def test_the_renamed_read_tasks_setting_is_an_error_not_ignored(tmp_path):
+    path = tmp_path / "pinpipe.toml"
+    path.write_text("[speed]\nread_tasks_per_topic = 0\n")
+    with pytest.raises(ValueError, match="now speed.read_tasks"):
+        load_settings(config_file=path)

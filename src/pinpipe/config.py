@@ -286,6 +286,17 @@ class SpeedSettings(BaseModel):
         60, ge=1, description="... and how often a new window starts (the window is a whole number of slides)."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # Unknown keys of a section are ignored: say so for the one renamed, not drop it.
+        if isinstance(data, dict) and "read_tasks_per_topic" in data:
+            raise ValueError(
+                "speed.read_tasks_per_topic is now speed.read_tasks: the three topics are one "
+                "source, read by that many Spark tasks in all"
+            )
+        return data
+
     @model_validator(mode="after")
     def _window_of_whole_slides(self) -> SpeedSettings:
         check_poster_window(self.poster_window_s, self.poster_slide_s)
