@@ -23,9 +23,10 @@ consumer at the last known end of every partition and waits, per partition, for 
 One small fetch per partition and trigger, measured at ~5 ms for three partitions, whether
 records are waiting or the partitions are idle (the broker holds an empty fetch for 1 ms, and
 the probe takes events in 5 ms slices: with 50 ms slices, as before, an idle probe took 51 ms,
-since ``consume`` waits out its timeout unless it has all the messages it asked for). A partition that does not answer before the deadline
-keeps its last known end: the answer is never beyond the records that exist, so a slow probe
-delays records to the next trigger and never skips or invents any. The same probe is right on
+since ``consume`` waits out its timeout unless it has all the messages it asked for). A
+partition that does not answer before the deadline takes the last high watermark its consumer
+saw, or keeps its last known end: the answer is never beyond the records that exist, so a slow
+probe delays records to a later trigger and never skips or invents any. The same probe is right on
 Apache Kafka, where it costs one fetch more than ListOffsets.
 
 Once one partition has answered, the others get a short grace (``grace_s``) rather than the
