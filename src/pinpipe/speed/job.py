@@ -2,8 +2,8 @@
 
 One Structured Streaming query reads the three table topics with one source, and parses and
 cleans each record with its table's rules from the batch job into one DataFrame holding every
-row output (clean rows of the three tables, unparseable records; :func:`stream_outputs`). Each micro-batch of it is
-one Spark job without a shuffle, collected once as Arrow and written by
+row output (clean rows of the three tables, unparseable records; :func:`stream_outputs`).
+Each micro-batch of it is one Spark job without a shuffle, collected once as Arrow and written by
 :class:`~pinpipe.speed.writer.PostgresWriter` in one transaction that also records the batch
 id and adds the real-time metric counts (in SQL, :mod:`pinpipe.speed.metrics`). The Kafka
 offsets live in the Spark checkpoint; a crash replays the last batch with the same offsets and
@@ -16,8 +16,8 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pinpipe.config import Settings
@@ -116,26 +116,36 @@ def tag_outputs(raw: DataFrame, topics: dict[Table, str]) -> DataFrame:
         *arrival_columns(),
         *(F.when(of_table[table], json_record(text, table)).alias(record[table]) for table in topics),
     )
-    reason = output = None
-    columns: dict[str, Any] = {}
+    reason = _by_table(
+        {t: rejection_reason(F.col("value"), F.col(record[t]), t, F.col("value_bytes")) for t in topics},
+        of_table,
+    )
+    output = _by_table({t: F.lit(t.value) for t in topics}, of_table)
+    rules: dict[str, dict[Table, Any]] = {}
     for table in topics:
-        is_table = of_table[table]
-        why = rejection_reason(F.col("value"), F.col(record[table]), table, F.col("value_bytes"))
-        reason = F.when(is_table, why) if reason is None else reason.when(is_table, why)
-        output = F.when(is_table, F.lit(table.value)) if output is None else output.when(is_table, F.lit(table.value))
         field = lambda name, table=table: F.col(record[table])[name]  # noqa: E731
         for name, rule in clean_columns(table, field).items():
             # A column several tables have (ind) takes each record's own table's rule.
-            columns[name] = F.when(is_table, rule) if name not in columns else columns[name].when(is_table, rule)
+            rules.setdefault(name, {})[table] = rule
     rejected = F.col(REASON).isNotNull()
     return decoded.select("*", reason.alias(REASON)).select(
-        *(rule.alias(name) for name, rule in columns.items()),
+        *(_by_table(of_rule, of_table).alias(name) for name, of_rule in rules.items()),
         *ARRIVAL_COLUMNS,
         REASON,
         F.when(rejected, F.col("value")).alias("value"),  # only dead letters need it
         "topic",
         F.when(rejected, F.lit(DEAD_LETTER)).otherwise(output).alias(OUTPUT),
     )
+
+
+def _by_table(values: dict[Table, Any], of_table: dict[Table, Any]) -> Any:
+    """``CASE WHEN <record of table 1> THEN <its value> WHEN ... END`` (null for other tables)."""
+    from pyspark.sql import functions as F
+
+    case = None
+    for table, value in values.items():
+        case = F.when(of_table[table], value) if case is None else case.when(of_table[table], value)
+    return case
 
 
 def stream_outputs(spark: SparkSession, settings: Settings, bootstrap: str) -> DataFrame:

@@ -197,11 +197,21 @@ class EndProbe:
         result = {key: offset for key, offset in wanted.items()}
         if not wanted:
             return {}
-        before = {
-            key: int(consumer.get_watermark_offsets(TopicPartition(*key), cached=True)[1]) for key in wanted
-        }
-        consumer.assign([TopicPartition(t, p, o) for (t, p), o in wanted.items()])
         pending = set(wanted)
+
+        def cached_high(key: tuple[str, int]) -> int:
+            return int(consumer.get_watermark_offsets(TopicPartition(*key), cached=True)[1])
+
+        def take_cached_above(floor: Any) -> None:
+            """Answer each pending partition whose cached high watermark is above ``floor(key)``."""
+            for key in list(pending):
+                high = cached_high(key)
+                if high > floor(key):
+                    result[key] = high
+                    pending.discard(key)
+
+        before = {key: cached_high(key) for key in wanted}
+        consumer.assign([TopicPartition(t, p, o) for (t, p), o in wanted.items()])
         deadline = time.monotonic() + self.timeout_s
         try:
             while pending and time.monotonic() < deadline:
@@ -214,8 +224,7 @@ class EndProbe:
                         continue
                     error = message.error()
                     if error is None:
-                        _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
-                        result[key] = max(result[key], int(high), message.offset() + 1)
+                        result[key] = max(result[key], cached_high(key), message.offset() + 1)
                         pending.discard(key)
                     elif error.code() == KafkaError._PARTITION_EOF:
                         result[key] = max(result[key], int(message.offset()))
@@ -228,20 +237,12 @@ class EndProbe:
                 # consume calls). One that did not change is the previous probe's last fetch:
                 # taking it, as this did before, answered one probe late (~550 records behind a
                 # partition taking 667 a second, probes 1 s apart).
-                for key in list(pending):
-                    _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
-                    if int(high) > max(result[key], before[key]):
-                        result[key] = int(high)
-                        pending.discard(key)
+                take_cached_above(lambda key: max(result[key], before[key]))
             # No fresh answer in time: the last high watermark this consumer saw, when beyond
             # the known end, is still an end of records that exist. Without it a partition
             # whose fetch stalled kept its known end for good (240 records of a 5-minute run
             # left unread once the load stopped; a new consumer read them at once).
-            for key in list(pending):
-                _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
-                if int(high) > result[key]:
-                    result[key] = int(high)
-                    pending.discard(key)
+            take_cached_above(lambda key: result[key])
         finally:
             consumer.unassign()
         self._missed = pending
