@@ -40,5 +40,8 @@ $(AIRFLOW_STAMP): pyproject.toml
 	$(AIRFLOW_VENV)/bin/pip install --quiet -e '.[airflow,spark]'
 	@touch $(AIRFLOW_STAMP)
 
+# Stops what is running and removes what pinpipe placed outside the clone for PostgreSQL
+# (as root, when the server user cannot enter the clone: see `pinpipe services status`).
 clean:
+	@if [ -x $(BIN)/pinpipe ]; then $(BIN)/pinpipe down && $(BIN)/pinpipe services clean; fi
 	rm -rf $(VENV) $(AIRFLOW_VENV) data build *.egg-info src/*.egg-info

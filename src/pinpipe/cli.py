@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-services_app = typer.Typer(help="Embedded broker and PostgreSQL: up, down, status.", no_args_is_help=True)
+services_app = typer.Typer(help="Embedded broker and PostgreSQL: up, down, status, clean.", no_args_is_help=True)
 source_app = typer.Typer(help="The emulated source tables: export, load into SQL.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(source_app, name="source")
@@ -106,9 +106,17 @@ def _print_statuses(statuses) -> None:
 @services_app.command("up")
 def services_up(ctx: typer.Context) -> None:
     """Start the embedded broker and PostgreSQL in the background (those not configured external)."""
+    from pinpipe.services.errors import ServiceError
     from pinpipe.services.resolve import services_up as up
 
-    statuses = up(_settings(ctx))
+    try:
+        statuses = up(_settings(ctx))
+    except ServiceError as error:  # what this command started is stopped again
+        err_console.print(f"[red]services up failed:[/] {error}")
+        raise typer.Exit(1) from error
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: stopped what was started")
+        raise typer.Exit(130) from None
     _print_statuses(statuses)
     if not all(status.healthy for status in statuses):
         raise typer.Exit(1)
@@ -120,6 +128,16 @@ def services_down(ctx: typer.Context) -> None:
     from pinpipe.services.resolve import services_down as down
 
     _print_statuses(down(_settings(ctx)))
+
+
+@services_app.command("clean")
+def services_clean(ctx: typer.Context) -> None:
+    """Stop the embedded services and remove what pinpipe keeps for them outside data_dir
+    (`make clean` runs this; it then removes data_dir)."""
+    from pinpipe.services.resolve import services_clean as clean
+
+    for path in clean(_settings(ctx)):
+        console.print(f"removed {path}")
 
 
 @services_app.command("status")

@@ -124,6 +124,12 @@ class PostgresSettings(BaseModel):
     run_as_user: str = Field(
         "nobody", description="Unprivileged OS user that runs the embedded server when pinpipe runs as root."
     )
+    server_home: Path = Field(
+        Path("/var/lib/pinpipe"),
+        description="Where the embedded server's data directory and binaries go when pinpipe runs as root"
+        " and run_as_user cannot enter the directories holding data_dir or the venv (a clone in root's"
+        " home); one subdirectory per data_dir, removed by `pinpipe services clean`.",
+    )
 
 
 class SourceSettings(BaseModel):

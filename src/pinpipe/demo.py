@@ -272,7 +272,7 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
              keep_running: bool = False) -> int:
     """Run the demo; returns the exit code (0 when every record is where it should be)."""
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
-    from pinpipe.up import read_state, start_services, stop_services
+    from pinpipe.up import INTERRUPTED, read_state, report_failure, start_services, stop_services
 
     began = time.monotonic()
     running = read_state(settings)
@@ -304,10 +304,17 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
                         batch=batch, keep_running=keep_running, began=began)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
-        return 130
+        return INTERRUPTED
+    except Exception as error:  # a service that cannot start, the batch step, the summary
+        report_failure(console, settings, "pinpipe demo", error)
+        return 1
     finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with console.status("stopping what the demo started"):
             stop_services(settings, started, lambda name, message: console.print(f"[cyan]{name}[/] {message}"))
+        signal.signal(signal.SIGINT, interrupt)
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -316,7 +323,7 @@ def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, ra
     """The demo once the services run: source tables, bounded `pinpipe up`, read-back, batch, summary."""
     from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables
     from pinpipe.source.generator import generate_tables
-    from pinpipe.up import LAST_RUN_FILE, UpOptions, run_up
+    from pinpipe.up import INTERRUPTED, LAST_RUN_FILE, UpOptions, run_up
 
     fresh_broker = "broker" in started
     if fresh_broker and settings.postgres.dsn is None and settings.lake.root is None:
@@ -328,14 +335,15 @@ def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, ra
     up_settings = _up_settings(settings, dsn)
     console.rule(f"pinpipe up: the emulator posts {rate:g} posts/s for {duration_s:g} s")
     code = run_up(up_settings, UpOptions(emulate_rate=rate, duration_s=duration_s), console)
+    if code == INTERRUPTED:
+        raise KeyboardInterrupt
     if code != 0:
         console.print("[red]✗[/] pinpipe up did not run cleanly: see the messages above and the logs in"
                       f" {settings.data_dir / 'logs'}")
         return 1
     last_run = json.loads((settings.run_dir / LAST_RUN_FILE).read_text(encoding="utf-8"))
     if last_run.get("stopped_by") != "duration":
-        console.print("[yellow]interrupted[/]")
-        return 130
+        raise KeyboardInterrupt
 
     from pinpipe.lake import verify_lake
 

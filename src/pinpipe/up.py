@@ -43,6 +43,7 @@ STATE_FILE = "up.json"
 LAST_RUN_FILE = "up-last-run.json"
 EMULATOR_STATS_FILE = "emulator-last-run.json"
 CONSUMER_DRAIN_S = 60.0
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C before it finished its work
 EMULATOR_GRACE_S = 30.0  # a bounded run waits this long past its end for the emulator's last requests
 
 
@@ -518,14 +519,41 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         console.print(f"[bold red]giving up:[/] {error}")
         run.stopped_by, code = "gave up", 1
     except HealthTimeout as error:
-        if not run.stop.is_set():
+        if run.stop.is_set():
+            console.print("[yellow]interrupted while starting[/]")
+            code = INTERRUPTED
+        else:
             console.print(f"[bold red]failed to start:[/] {error}")
             run.stopped_by, code = "failed to start", 1
+    except Exception as error:  # a service that cannot start, a failed migration, a bug
+        report_failure(console, settings, "pinpipe up", error)
+        run.stopped_by, code = "failed", 1
     finally:
         _shutdown(run)
         for s, handler in previous.items():
             signal.signal(s, handler)
     return code
+
+
+def report_failure(console: Console, settings: Settings, what: str, error: BaseException) -> None:
+    """One line saying what failed; the traceback of anything not a service error goes to
+    ``logs/<what>-error.log`` rather than the terminal."""
+    import traceback
+
+    from pinpipe.services.errors import ServiceError
+
+    first, _, rest = str(error).partition("\n")
+    console.print(f"[bold red]{what} failed:[/] {first or type(error).__name__}")
+    if isinstance(error, ServiceError):
+        if rest:
+            console.print(f"[dim]{rest}[/]")
+        return
+    log = settings.data_dir / "logs" / f"{what.replace(' ', '-')}-error.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"--- {datetime.now(UTC).isoformat(timespec='seconds')}\n")
+        out.write("".join(traceback.format_exception(error)))
+    console.print(f"[dim]({type(error).__name__}; traceback in {log})[/]")
 
 
 def start_services(settings: Settings) -> tuple[list[ServiceStatus], list[str]]:
@@ -534,21 +562,8 @@ def start_services(settings: Settings) -> tuple[list[ServiceStatus], list[str]]:
     embedded ones started now: those are the caller's to stop (:func:`stop_services`)."""
     from pinpipe.services.resolve import services_up
 
-    had = {"broker": _embedded_broker_running(settings), "postgres": _embedded_pg_running(settings)}
     statuses = services_up(settings)
-    return statuses, [s.name for s in statuses if s.mode == "embedded" and not had[s.name]]
-
-
-def _embedded_broker_running(settings: Settings) -> bool:
-    from pinpipe.services.state import read_record
-
-    return settings.broker.bootstrap_servers is None and read_record(settings.run_dir, "broker") is not None
-
-
-def _embedded_pg_running(settings: Settings) -> bool:
-    from pinpipe.services.resolve import _embedded_postgres
-
-    return settings.postgres.dsn is None and _embedded_postgres(settings).attach()
+    return statuses, [s.name for s in statuses if s.started_now]
 
 
 def _pg_now(dsn: str) -> object:
@@ -585,9 +600,9 @@ def _archive_stale_state(run: UpRun) -> None:
 def _resolved_dsn(settings: Settings) -> str:
     if settings.postgres.dsn is not None:
         return settings.postgres.dsn.get_secret_value()
-    from pinpipe.services.resolve import _embedded_postgres
+    from pinpipe.services.resolve import embedded_postgres
 
-    server = _embedded_postgres(settings)
+    server = embedded_postgres(settings)
     if not server.attach():
         raise HealthTimeout("the embedded PostgreSQL is not running")
     return server.dsn
@@ -684,21 +699,9 @@ def _emulator_stats(run: UpRun) -> dict:
 
 def stop_services(settings: Settings, names: list[str], event: Event) -> None:
     """Stop the embedded services ``names`` (as returned by :func:`start_services`)."""
-    from pinpipe.services.resolve import BROKER, POSTGRES, _embedded_postgres, _running_broker
-    from pinpipe.services.state import remove_record, terminate_pid
+    from pinpipe.services.resolve import stop_embedded
 
-    if POSTGRES in names:
-        server = _embedded_postgres(settings)
-        if server.attach():
-            server.stop()
-        remove_record(settings.run_dir, POSTGRES)
-        event(POSTGRES, "stopped")
-    if BROKER in names:
-        record = _running_broker(settings)
-        if record is not None:
-            terminate_pid(record.pid)
-        remove_record(settings.run_dir, BROKER)
-        event(BROKER, "stopped")
+    stop_embedded(settings, names, event)
 
 
 # --- detach, status, down -----------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_temporary_services_for_a_with_block(settings):
     with resolve.postgres_dsn(settings) as dsn:
         with psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("pinpipe",)
-        server = resolve._embedded_postgres(settings)
+        server = resolve.embedded_postgres(settings)
         assert server.attach()
         postmaster = server.pid
     assert not pid_is_alive(postmaster)

@@ -12,6 +12,7 @@ from pinpipe.services.broker import (
     broker_binary,
     broker_is_healthy,
 )
+from pinpipe.services.errors import ServiceError
 from pinpipe.services.postgres import (
     DataDirNotAccessible,
     EmbeddedPostgres,
@@ -40,6 +41,7 @@ __all__ = [
     "EmbeddedPostgres",
     "PostgresError",
     "PostgresStartError",
+    "ServiceError",
     "ServiceRecord",
     "ServiceStatus",
     "TopicError",

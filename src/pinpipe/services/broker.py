@@ -16,6 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from pinpipe.services.errors import ServiceError
 from pinpipe.services.state import pid_is_alive, terminate_pid
 
 HOST = "127.0.0.1"
@@ -24,7 +25,7 @@ LOG_NAME = "broker.log"
 _PORT_TAKEN = re.compile(r"addr(ess)?\s*(already\s*)?in\s*use", re.IGNORECASE)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(ServiceError):
     """Base error of the embedded broker."""
 
 
@@ -127,6 +128,9 @@ class EmbeddedBroker:
                 self.stop()
                 if attempt + 1 < attempts and _PORT_TAKEN.search(str(exc)):
                     continue
+                raise
+            except BaseException:  # Ctrl-C while waiting: a detached broker would outlive us
+                self.stop()
                 raise
 
     def _spawn(self, binary: Path, port: int, detach: bool) -> None:

@@ -8,20 +8,20 @@ use :func:`mask_dsn` for anything shown to people.
 
 PostgreSQL refuses to run as root. When pinpipe runs as root the server (``initdb``,
 ``pg_ctl``) runs as the unprivileged ``run_as_user`` (default ``nobody``), which owns the data
-directory and must be able to traverse every directory above it.
+directory. That user must be able to enter every directory above the data directory and the
+binaries; where it cannot (a clone in root's home), they are placed in a server home it can
+reach instead (:mod:`pinpipe.services.pg_home`).
 """
 
 from __future__ import annotations
 
 import glob
-import grp
 import importlib.util
 import os
 import pwd
 import re
 import secrets
 import signal
-import stat
 import subprocess
 import time
 from pathlib import Path
@@ -29,16 +29,19 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
+from pinpipe.services import pg_home
 from pinpipe.services.broker import free_port
+from pinpipe.services.errors import ServiceError
 from pinpipe.services.state import pid_is_alive, process_cmdline, wait_for_exit
 
 HOST = "127.0.0.1"
 SUPERUSER = "pinpipe"
 LOG_NAME = "server.log"
+DEFAULT_SERVER_HOME = Path("/var/lib/pinpipe")
 _MAX_SOCKET_DIR = 90  # sun_path holds 107 bytes including "/.s.PGSQL.<port>"
 
 
-class PostgresError(RuntimeError):
+class PostgresError(ServiceError):
     """Base error of the embedded PostgreSQL server."""
 
 
@@ -110,15 +113,30 @@ class EmbeddedPostgres:
         port: int = 0,
         database: str = "pinpipe",
         run_as_user: str = "nobody",
+        server_home: Path = DEFAULT_SERVER_HOME,
     ) -> None:
-        self.data_dir = Path(data_dir).absolute()
+        self.requested_data_dir = Path(data_dir).absolute()
         self.requested_port = port
         self.database = database
         self.run_as_user = run_as_user
+        self.server_home = Path(server_home).absolute()
         self.port: int | None = None
         self.pid: int | None = None
         self.reused = False
-        self._bin = postgres_bin_dir()
+        self._installed_bin = postgres_bin_dir()
+        self._bin: Path | None = None  # the binaries the server user runs; see _server_bin
+        try:
+            user = self._server_user()
+        except PostgresError:
+            user = None  # start() says so
+        # The first directory above the configured data dir that the server user cannot enter.
+        self.unreachable = None if user is None else pg_home.can_traverse(user, self.requested_data_dir)
+        self.relocated = self.unreachable is not None
+        self.data_dir = (
+            pg_home.relocated_data_dir(self.server_home, self.requested_data_dir)
+            if self.relocated
+            else self.requested_data_dir
+        )
 
     # -- paths and identity ------------------------------------------------------------------
 
@@ -192,14 +210,20 @@ class EmbeddedPostgres:
         """
         deadline = time.monotonic() + timeout
         user = self._server_user()
-        if not self.attach():
-            self.reused = False
-            if user is not None:
-                self._check_traversable(user)
-            if not (self.data_dir / "PG_VERSION").is_file():
-                self._initdb(user)
+        if self.attach():
+            self._create_database(max(1.0, deadline - time.monotonic()))
+            return
+        self.reused = False
+        if user is not None:
+            self._place_for(user)
+        if not (self.data_dir / "PG_VERSION").is_file():
+            self._initdb(user)
+        try:
             self._pg_ctl_start(user, max(1.0, deadline - time.monotonic()))
-        self._create_database(max(1.0, deadline - time.monotonic()))
+            self._create_database(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()  # a server that started but cannot be used is not left running
+            raise
 
     def stop(self, timeout: float = 30.0) -> None:
         """``pg_ctl stop -m fast`` and wait until the postmaster is gone. Idempotent."""
@@ -227,7 +251,7 @@ class EmbeddedPostgres:
     # -- steps -------------------------------------------------------------------------------
 
     def _tool(self, name: str) -> str:
-        return str(self._bin / name)
+        return str(self._server_bin() / name)
 
     def _run(
         self,
@@ -263,25 +287,36 @@ class EmbeddedPostgres:
             )
         return result
 
-    def _check_traversable(self, user: pwd.struct_passwd) -> None:
-        """Every existing ancestor of the data dir (and the binaries) must be searchable."""
-        groups = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
-        for directory in [*reversed(self.data_dir.parents), self._bin]:
-            if not directory.exists():
-                continue
-            info = directory.stat()
-            if info.st_uid == user.pw_uid:
-                allowed = info.st_mode & stat.S_IXUSR
-            elif info.st_gid in groups:
-                allowed = info.st_mode & stat.S_IXGRP
-            else:
-                allowed = info.st_mode & stat.S_IXOTH
-            if not allowed:
+    def _place_for(self, user: pwd.struct_passwd) -> None:
+        """Make the data directory and the binaries reachable for the server user."""
+        if self.relocated:
+            unreachable = pg_home.can_traverse(user, self.server_home)
+            if unreachable is not None:
                 raise DataDirNotAccessible(
-                    f"PostgreSQL runs as {user.pw_name!r} (pinpipe runs as root), which cannot "
-                    f"enter {directory} (mode {stat.filemode(info.st_mode)}). Choose a data_dir "
-                    f"outside it, or allow traversal: chmod o+x {directory}"
+                    f"PostgreSQL runs as {user.pw_name!r} (pinpipe runs as root), which can enter "
+                    f"neither {self.requested_data_dir.parent} nor the server home {unreachable}; "
+                    "set postgres.server_home (PINPIPE_POSTGRES__SERVER_HOME) to a directory "
+                    "every user can enter"
                 )
+            pg_home.prepare_relocated_data_dir(self.server_home, self.requested_data_dir)
+        self._server_bin()
+
+    def _server_bin(self) -> Path:
+        """The binaries' directory, copied to the server home if the server user cannot reach it."""
+        if self._bin is None:
+            user = self._server_user()
+            self._bin = (
+                self._installed_bin
+                if user is None
+                else pg_home.reachable_binaries(self.server_home, self._installed_bin, user)
+            )
+        return self._bin
+
+    def remove_relocated(self) -> list[Path]:
+        """Remove what this server placed in the server home (stop it first); see ``pg_home``."""
+        return pg_home.remove_relocated(
+            self.server_home, self.requested_data_dir, self._installed_bin
+        )
 
     def _initdb(self, user: pwd.struct_passwd | None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)

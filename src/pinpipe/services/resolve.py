@@ -8,7 +8,7 @@ just for the duration of a ``with`` block. Embedded files live under ``settings.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -41,16 +41,29 @@ class ServiceStatus:
     address: str
     healthy: bool
     detail: str
+    started_now: bool = False  # an embedded service this call started: the caller stops it
 
 
-def _embedded_postgres(settings: Settings) -> EmbeddedPostgres:
+def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
+    """The embedded server of ``settings`` (not started)."""
     pg = settings.postgres
     return EmbeddedPostgres(
         settings.data_dir / "postgres",
         port=pg.embedded_port,
         database=pg.database,
         run_as_user=pg.run_as_user,
+        server_home=pg.server_home,
     )
+
+
+def _placement(server: EmbeddedPostgres) -> str:
+    """Where the server's data lives, said plainly when it is not where the settings put it."""
+    if server.relocated:
+        return (
+            f"data in {server.data_dir} (the server user {server.run_as_user!r} cannot enter "
+            f"{server.unreachable})"
+        )
+    return f"data in {server.data_dir}"
 
 
 def _running_broker(settings: Settings) -> ServiceRecord | None:
@@ -103,7 +116,7 @@ def postgres_dsn(settings: Settings) -> Iterator[str]:
     if settings.postgres.dsn is not None:
         yield settings.postgres.dsn.get_secret_value()
         return
-    server = _embedded_postgres(settings)
+    server = embedded_postgres(settings)
     server.start()
     try:
         yield server.dsn
@@ -116,10 +129,19 @@ def services_up(settings: Settings) -> list[ServiceStatus]:
     """Start the detached embedded broker and PostgreSQL (unless external or already running),
     record them in ``settings.run_dir`` and create the pipeline topics.
 
-    If PostgreSQL fails, the broker started here stays up and recorded; ``services_down``
-    stops it.
+    All or nothing: when a step fails (or Ctrl-C arrives), the services this call started are
+    stopped before the error propagates; those that were already running are left as they were.
     """
-    statuses: list[ServiceStatus] = []
+    started: list[str] = []
+    try:
+        broker = _broker_up(settings, started)
+        return [broker, _postgres_up(settings, started)]
+    except BaseException:
+        stop_embedded(settings, started)
+        raise
+
+
+def _broker_up(settings: Settings, started: list[str]) -> ServiceStatus:
     configured = settings.broker.bootstrap_servers
     if configured:
         mode, bootstrap, detail = EXTERNAL, configured, "configured"
@@ -133,31 +155,49 @@ def services_up(settings: Settings) -> list[ServiceStatus]:
             assert broker.pid is not None
             bootstrap = broker.bootstrap_servers
             write_record(settings.run_dir, ServiceRecord.now(BROKER, broker.pid, bootstrap))
+            started.append(BROKER)
             detail = f"started (pid {broker.pid}, memory storage)"
     created = _ensure_pipeline_topics(settings, bootstrap)
     new = sum(1 for outcome in created.values() if outcome == "created")
     detail += f"; {len(created)} topics ({new} created)"
-    statuses.append(ServiceStatus(BROKER, mode, bootstrap, True, detail))
+    return ServiceStatus(BROKER, mode, bootstrap, True, detail, started_now=BROKER in started)
 
+
+def _postgres_up(settings: Settings, started: list[str]) -> ServiceStatus:
     if settings.postgres.dsn is not None:
         dsn = settings.postgres.dsn.get_secret_value()
-        statuses.append(
-            ServiceStatus(POSTGRES, EXTERNAL, mask_dsn(dsn), postgres_is_healthy(dsn), "configured")
-        )
-    else:
-        server = _embedded_postgres(settings)
-        server.start()
-        assert server.pid is not None and server.port is not None
-        write_record(
-            settings.run_dir, ServiceRecord.now(POSTGRES, server.pid, f"127.0.0.1:{server.port}")
-        )
-        detail = "already running" if server.reused else "started"
-        statuses.append(
-            ServiceStatus(
-                POSTGRES, EMBEDDED, server.masked_dsn, True, f"{detail} (pid {server.pid})"
-            )
-        )
-    return statuses
+        return ServiceStatus(POSTGRES, EXTERNAL, mask_dsn(dsn), postgres_is_healthy(dsn), "configured")
+    server = embedded_postgres(settings)
+    was_running = server.is_running()
+    if not was_running:
+        started.append(POSTGRES)  # before start: a start interrupted half-way is stopped too
+    server.start()
+    assert server.pid is not None and server.port is not None
+    write_record(
+        settings.run_dir, ServiceRecord.now(POSTGRES, server.pid, f"127.0.0.1:{server.port}")
+    )
+    detail = f"{'already running' if was_running else 'started'} (pid {server.pid}); {_placement(server)}"
+    return ServiceStatus(
+        POSTGRES, EMBEDDED, server.masked_dsn, True, detail, started_now=not was_running
+    )
+
+
+def stop_embedded(
+    settings: Settings, names: list[str], event: Callable[[str, str], None] | None = None
+) -> None:
+    """Stop the embedded services ``names`` (those a ``services_up`` reported ``started_now``)."""
+    tell = event or (lambda name, message: None)
+    if POSTGRES in names:
+        server = embedded_postgres(settings)
+        server.stop()
+        remove_record(settings.run_dir, POSTGRES)
+        tell(POSTGRES, "stopped")
+    if BROKER in names:
+        record = _running_broker(settings)
+        if record is not None:
+            terminate_pid(record.pid)
+        remove_record(settings.run_dir, BROKER)
+        tell(BROKER, "stopped")
 
 
 def services_down(settings: Settings) -> list[ServiceStatus]:
@@ -186,7 +226,7 @@ def services_down(settings: Settings) -> list[ServiceStatus]:
         masked = mask_dsn(settings.postgres.dsn.get_secret_value())
         statuses.append(ServiceStatus(POSTGRES, EXTERNAL, masked, False, "external: left running"))
     else:
-        server = _embedded_postgres(settings)
+        server = embedded_postgres(settings)
         if server.attach():
             address, pid = server.masked_dsn, server.pid
             server.stop()
@@ -223,11 +263,23 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
         detail = "" if healthy else "connection failed"
         statuses.append(ServiceStatus(POSTGRES, EXTERNAL, mask_dsn(dsn), healthy, detail))
     else:
-        server = _embedded_postgres(settings)
+        server = embedded_postgres(settings)
         if not server.attach():
-            statuses.append(ServiceStatus(POSTGRES, EMBEDDED, "", False, "not running"))
+            detail = "not running" + (f"; {_placement(server)}" if server.relocated else "")
+            statuses.append(ServiceStatus(POSTGRES, EMBEDDED, "", False, detail))
         else:
             healthy = postgres_is_healthy(server.dsn)
             detail = f"pid {server.pid}" + ("" if healthy else "; connection failed")
+            detail += f"; {_placement(server)}"
             statuses.append(ServiceStatus(POSTGRES, EMBEDDED, server.masked_dsn, healthy, detail))
     return statuses
+
+
+def services_clean(settings: Settings) -> list[str]:
+    """Stop the embedded services and remove what pinpipe placed outside ``data_dir`` for them
+    (the relocated PostgreSQL data and binaries, see :mod:`pinpipe.services.pg_home`); returns
+    what was removed. ``data_dir`` itself is the caller's (``make clean`` removes it)."""
+    services_down(settings)
+    if settings.postgres.dsn is not None:
+        return []
+    return [str(path) for path in embedded_postgres(settings).remove_relocated()]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pinpipe.services.errors import ServiceError
 
-class TopicError(RuntimeError):
+
+class TopicError(ServiceError):
     """A topic could not be created or listed; the message names the topic and the broker's error.
 
     ``retriable`` says whether trying again may help (the broker said so, or it timed out).
