@@ -171,16 +171,15 @@ def _lake_records(settings: Settings) -> dict[str, int]:
 def _run_batch(settings: Settings, console: Console) -> tuple[BatchResult | None, str]:
     """The batch job over the whole lake, in this process; the result, or None and why."""
     from pinpipe.batch import QualityError, run_batch
-    from pinpipe.batch.spark import get_spark
+    from pinpipe.batch.spark import spark_session
 
-    with console.status("batch job: Spark cleans the lake, answers the questions, checks quality, publishes"):
-        spark = get_spark(settings, app_name="pinpipe-batch")
+    console.print("[cyan]batch[/] starting: Spark cleans the lake, answers the questions, checks quality, publishes")
+    # The session (and its JVM) ends with the step: not needed while `keep_running` runs.
+    with console.status("batch job running"), spark_session(settings, app_name="pinpipe-batch") as spark:
         try:
             return run_batch(settings, all_dates=True, spark=spark), ""
         except QualityError as error:
             return None, str(error)
-        finally:
-            spark.stop()  # its executor and memory are not needed while `keep_running` runs
 
 
 def _check(console: Console, ok: bool, text: str, *, warn_only: bool = False) -> bool:
@@ -275,6 +274,10 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
     from pinpipe.up import INTERRUPTED, read_state, report_failure, start_services, stop_services
 
     began = time.monotonic()
+
+    def tell(name: str, message: str) -> None:
+        console.print(f"[cyan]{name}[/] {message}")
+
     running = read_state(settings)
     if running is not None:
         console.print(f"[red]pinpipe up is already running[/] (pid {running['pid']}): `pinpipe down` stops it")
@@ -284,7 +287,7 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
     started: list[str] = []
     try:
         with console.status("starting the embedded broker and PostgreSQL"):
-            statuses, started = start_services(settings)
+            statuses, started = start_services(settings, tell)
         for status in statuses:
             mark = "[green]✓[/]" if status.healthy else "[red]✗[/]"
             console.print(f"{mark} {status.name} ({status.mode}) {status.address}: {status.detail}")
@@ -313,7 +316,7 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
         interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with console.status("stopping what the demo started"):
-            stop_services(settings, started, lambda name, message: console.print(f"[cyan]{name}[/] {message}"))
+            stop_services(settings, started, tell)
         signal.signal(signal.SIGINT, interrupt)
         signal.signal(signal.SIGTERM, previous)
 

@@ -463,7 +463,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         run.ports = _choose_ports(settings)
         _save_state(run, "starting")
         console.print("[cyan]services[/] starting broker and PostgreSQL (those not configured external)")
-        statuses, run.started_services = start_services(settings)
+        statuses, run.started_services = start_services(settings, run.event)
         for status in statuses:
             record = read_record(settings.run_dir, status.name) if status.mode == "embedded" else None
             run.components.append(Component(status.name, status.address, pid=record.pid if record else None,
@@ -556,13 +556,14 @@ def report_failure(console: Console, settings: Settings, what: str, error: BaseE
     console.print(f"[dim]({type(error).__name__}; traceback in {log})[/]")
 
 
-def start_services(settings: Settings) -> tuple[list[ServiceStatus], list[str]]:
+def start_services(settings: Settings, event: Event) -> tuple[list[ServiceStatus], list[str]]:
     """The broker and PostgreSQL, started unless configured external or already running
     (:func:`pinpipe.services.resolve.services_up`). Returns their statuses and the names of the
-    embedded ones started now: those are the caller's to stop (:func:`stop_services`)."""
+    embedded ones started now: those are the caller's to stop (:func:`stop_services`). When
+    one fails, those started here are stopped again (``event`` is told) before it raises."""
     from pinpipe.services.resolve import services_up
 
-    statuses = services_up(settings)
+    statuses = services_up(settings, event)
     return statuses, [s.name for s in statuses if s.started_now]
 
 

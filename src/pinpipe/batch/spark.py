@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pinpipe.config import Settings
+from pinpipe.services.state import terminate_pid
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -63,3 +67,47 @@ def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+@contextmanager
+def spark_session(settings: Settings, app_name: str = "pinpipe") -> Iterator[SparkSession]:
+    """A session for the with-block whose JVM is gone when the block ends, on every path out.
+
+    ``spark.stop()`` alone leaves the gateway JVM to exit when Python does, and a Ctrl-C while
+    the JVM starts leaves one that nothing refers to (PySpark had not stored it yet): seen as
+    an orphaned JVM after an interrupted demo. So the JVMs this process started during the
+    block are ended here (SIGTERM, then SIGKILL); Spark's own Python workers exit with them.
+    """
+    from pyspark import SparkContext
+
+    before = set(_java_children())
+    spark = None
+    try:
+        spark = get_spark(settings, app_name=app_name)
+        yield spark
+    finally:
+        try:
+            if spark is not None:
+                spark.stop()
+        finally:
+            started = [pid for pid in _java_children() if pid not in before]
+            if started:
+                # The gateway is gone: the next session launches a new one.
+                SparkContext._gateway = None
+                SparkContext._jvm = None
+            for pid in started:
+                terminate_pid(pid, timeout=10.0)
+
+
+def _java_children() -> list[int]:
+    """Pids of the live JVMs that are direct children of this process."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            exe = os.readlink(stat.parent / "exe")
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == os.getpid() and state != "Z" and Path(exe).name == "java":
+            found.append(int(stat.parent.name))
+    return found

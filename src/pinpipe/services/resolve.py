@@ -125,19 +125,22 @@ def postgres_dsn(settings: Settings) -> Iterator[str]:
             server.stop()
 
 
-def services_up(settings: Settings) -> list[ServiceStatus]:
+def services_up(
+    settings: Settings, event: Callable[[str, str], None] | None = None
+) -> list[ServiceStatus]:
     """Start the detached embedded broker and PostgreSQL (unless external or already running),
     record them in ``settings.run_dir`` and create the pipeline topics.
 
     All or nothing: when a step fails (or Ctrl-C arrives), the services this call started are
-    stopped before the error propagates; those that were already running are left as they were.
+    stopped before the error propagates (``event`` is told); those that were already running
+    are left as they were.
     """
     started: list[str] = []
     try:
         broker = _broker_up(settings, started)
         return [broker, _postgres_up(settings, started)]
     except BaseException:
-        stop_embedded(settings, started)
+        stop_embedded(settings, started, event)
         raise
 
 
