@@ -119,3 +119,18 @@ def test_late_events_update_their_window_until_the_watermark(
     assert sum(art.values()) == 3
     # Every record is still in the clean table, however late.
     assert len(clean_rows(fresh_dsn, "pin")) == 5
+
+
+def test_the_warm_up_feeds_the_stream_plan_records_shaped_as_the_source_gives_them(spark):
+    from pyspark.sql.types import StructType
+
+    from pinpipe.speed.job import warm_up_records
+    from pinpipe.speed.source import KAFKA_SCHEMA
+
+    settings = speed_settings("warm")
+    records = warm_up_records(spark, settings, rows=4)
+
+    assert records.schema == StructType.fromDDL(KAFKA_SCHEMA)
+    per_topic = {row["topic"]: row["count"] for row in records.groupBy("topic").count().collect()}
+    assert per_topic == {"warm.pin": 4, "warm.geo": 4, "warm.user": 4}
+    assert records.where("key IS NOT NULL OR value_bytes IS NOT NULL").count() == 0

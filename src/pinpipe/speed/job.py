@@ -167,25 +167,45 @@ def warm_up(spark: SparkSession, settings: Settings, rows: int, rounds: int = 3)
     micro-batches with records. Several thousand rows, several times over, because the JIT
     compiles a method only once it has run often: with 50 rows once, the first minute of
     micro-batches still ran 3-4x slower than later ones (measured at 6,000 records/s).
+
+    The records reach Spark as one Arrow table rather than Python tuples: 7.2-7.8 s for the
+    whole warm-up instead of 9.3-10.2 s (2,000 posts, this machine; the rounds after the first
+    run at the compiled 17 us a record either way).
     """
-    from datetime import datetime, timezone
+    plan = tag_outputs(warm_up_records(spark, settings, rows), table_topics(settings))
+    for _ in range(rounds):
+        plan.toArrow()
+
+
+def warm_up_records(spark: SparkSession, settings: Settings, rows: int) -> DataFrame:
+    """``rows`` generated posts as the stream's source gives them (its columns, one record per
+    table and post), the input of :func:`warm_up`."""
+    import pyarrow as pa
 
     from pinpipe.events import DatetimeStyle
     from pinpipe.source.generator import generate_tables
     from pinpipe.source.wire import encode_row
-    from pinpipe.speed.source import KAFKA_SCHEMA
 
     tables = generate_tables(rows=rows)
-    now = datetime.now(timezone.utc)
     topics = table_topics(settings)
-    records = [
-        (None, json.dumps(encode_row(row, DatetimeStyle.ISO)), None, topic, 0, offset, now, 0)
-        for table, topic in topics.items()
-        for offset, row in enumerate(tables.rows(table))
-    ]
-    plan = tag_outputs(spark.createDataFrame(records, KAFKA_SCHEMA), topics)
-    for _ in range(rounds):
-        plan.toArrow()
+    values, topic_of, offsets = [], [], []
+    for table, topic in topics.items():
+        for offset, row in enumerate(tables.rows(table)):
+            values.append(json.dumps(encode_row(row, DatetimeStyle.ISO)))
+            topic_of.append(topic)
+            offsets.append(offset)
+    count = len(values)
+    records = pa.table({
+        "key": pa.nulls(count, pa.string()),
+        "value": pa.array(values, pa.string()),
+        "value_bytes": pa.nulls(count, pa.binary()),
+        "topic": pa.array(topic_of, pa.string()),
+        "partition": pa.array([0] * count, pa.int32()),
+        "offset": pa.array(offsets, pa.int64()),
+        "timestamp": pa.array([time.time_ns() // 1000] * count, pa.timestamp("us", tz="UTC")),
+        "timestampType": pa.array([0] * count, pa.int32()),
+    })  # fmt: skip
+    return spark.createDataFrame(records)
 
 
 def split_outputs(collected: Any) -> dict[str, Any]:
@@ -308,6 +328,7 @@ def start_stream(
         .start()
     )
     handler.query = query
+    log.info("query started")
     return query, handler
 
 
@@ -340,7 +361,9 @@ def run_stream(
 
         metrics = StreamMetrics()
         metrics.serve(metrics_port)
+    began = time.monotonic()
     spark = get_spark(settings, app_name="pinpipe-stream")
+    log.info("spark session up in %.2f s", time.monotonic() - began)
     query, handler = start_stream(
         spark, settings, bootstrap, dsn, trigger_s=trigger_s, checkpoint_dir=checkpoint_dir,
         metrics=metrics,
