@@ -106,6 +106,19 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
         yield broker.bootstrap_servers
 
 
+def existing_kafka_bootstrap(settings: Settings) -> str | None:
+    """Bootstrap servers of a broker that is already there, for commands that only look.
+
+    ``broker.bootstrap_servers`` if configured; else the detached embedded broker recorded in
+    ``settings.run_dir``; else None: nothing is started (a fresh embedded broker is empty).
+    """
+    configured = settings.broker.bootstrap_servers
+    if configured:
+        return configured
+    record = _running_broker(settings)
+    return record.address if record is not None else None
+
+
 @contextmanager
 def postgres_dsn(settings: Settings) -> Iterator[str]:
     """A PostgreSQL DSN for the with-block (contains the password: never print it).
