@@ -1,6 +1,5 @@
 import os
 import pwd
-import shutil
 import socket
 from pathlib import Path
 
