@@ -135,3 +135,24 @@ def test_taken_explicit_port_is_a_clear_error(traversable_dir):
         with pytest.raises(PostgresStartError, match="could not bind"):
             server.start()
     assert not server.is_running()
+
+
+@pytest.mark.integration
+def test_a_server_that_starts_but_cannot_be_used_is_stopped_again(traversable_dir):
+    # A fixture's set-up failing after pg_ctl started the server: here creating the database
+    # fails (a name PostgreSQL cannot hold); the server it started must not outlive the error.
+    data_dir = traversable_dir / "postgres"
+    server = EmbeddedPostgres(data_dir, database="bad\x00name")
+
+    with pytest.raises(psycopg.Error):
+        server.start()
+
+    assert not server.is_running()
+    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and str(data_dir) in _cmdline(pid)] == []
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # exited meanwhile
+        return ""
