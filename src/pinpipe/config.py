@@ -188,6 +188,18 @@ class IngestSettings(BaseModel):
     insecure: bool = Field(
         False, description="Allow binding a non-loopback address without API keys."
     )
+    admin_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long a Kinesis stream-management call (ListStreams, DescribeStream, "
+        "CreateStream, DeleteStream) waits for the broker before a 503.",
+    )
+    kinesis_allow_delete: bool = Field(
+        False,
+        description="Let Kinesis DeleteStream (DELETE /streams/<name>) delete the table's topic "
+        "and every record in it; off, DeleteStream answers 400 AccessDeniedException. For "
+        "resetting a development pipeline with nothing writing to it or reading it.",
+    )
 
     @field_validator("api_key_hashes")
     @classmethod

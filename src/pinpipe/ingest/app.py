@@ -21,8 +21,9 @@ from pinpipe.ingest.errors import install_error_handlers
 from pinpipe.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
 from pinpipe.ingest.publisher import Publisher
 from pinpipe.ingest.records import Ingestor
-from pinpipe.ingest.routes import health, kinesis, legacy, native, rest_proxy
+from pinpipe.ingest.routes import health, kinesis, kinesis_admin, legacy, native, rest_proxy
 from pinpipe.ingest.schemas import install_openapi
+from pinpipe.ingest.streams import StreamAdmin
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ DESCRIPTION = """HTTP to Kafka for pin, geo and user records.
 
 Accepts the wire formats of existing clients (Kafka REST Proxy v2, Kinesis through API Gateway,
 the first-generation FastAPI) and pinpipe's own batch format. Success means the broker
-acknowledged the record. Every error answers `{"error_code": ..., "message": ...}`.
+acknowledged the record. Every error answers `{"error_code": ..., "message": ...}`, except the
+Kinesis stream-management routes (`GET /streams`, `POST|GET|DELETE /streams/{stream}`), which
+answer Kinesis's own `{"__type": ..., "message": ...}`.
 """
 
 
@@ -78,9 +81,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.api_key_hashes = tuple(settings.ingest.api_key_hashes)
+    app.state.streams = StreamAdmin.from_settings(settings)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    for router in (rest_proxy.router, kinesis.router, legacy.router, native.router, health.router):
+    routers = (rest_proxy.router, kinesis.router, kinesis_admin.router, legacy.router,
+               native.router, health.router)  # fmt: skip
+    for router in routers:
         app.include_router(router)
     install_openapi(app)
     return app

@@ -1,9 +1,12 @@
-"""Errors of the ingest API and the one error body every failure answers with.
+"""Errors of the ingest API and the error bodies failures answer with.
 
 Every non-2xx answer carries the Kafka REST Proxy's error body,
 ``{"error_code": <int>, "message": "<text>"}``, so existing clients parse it whatever route
-they called. ``error_code`` is the HTTP status for generic failures (as the proxy does for its
-own 404/405/415) or a five-digit code naming the cause:
+they called, except the Kinesis stream-management routes (ListStreams, CreateStream,
+DescribeStream, DeleteStream): their clients read Kinesis's own errors,
+``{"__type": "ResourceNotFoundException", "message": "<text>"}`` (:class:`KinesisError`); their
+401 stays the proxy's, as on every route. ``error_code`` is the HTTP status for generic
+failures (as the proxy does for its own 404/405/415) or a five-digit code naming the cause:
 
 =======  ====================================================================
 40101    missing or invalid API key (401)
@@ -69,6 +72,27 @@ class IngestError(Exception):
         return self.status in (429, 503)
 
 
+class KinesisError(Exception):
+    """A Kinesis stream-management request that cannot be served, in Kinesis's error shape.
+
+    ``error_type`` is Kinesis's exception name (``ResourceNotFoundException``, ...); Kinesis
+    answers 400 for all of its client errors, 503 ``ServiceUnavailable`` when it cannot.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error_type: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.message = message
+        self.headers = headers or {}
+
+
 def error_body(error_code: int, message: str) -> bytes:
     """The proxy-style error body as compact JSON bytes."""
     return orjson.dumps({"error_code": error_code, "message": message})
@@ -92,6 +116,14 @@ def _generic_message(status: int) -> str:
 async def _ingest_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IngestError)
     return error_response(exc.status, exc.error_code, exc.message, exc.headers)
+
+
+async def _kinesis_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KinesisError)
+    # application/json, as API Gateway answers in front of Kinesis (Kinesis itself says
+    # application/x-amz-json-1.1); clients parse the body either way.
+    body = orjson.dumps({"__type": exc.error_type, "message": exc.message})
+    return Response(body, exc.status, headers=exc.headers, media_type="application/json")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -121,8 +153,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error answer proxy-style, including FastAPI's and Starlette's own."""
+    """Make every error answer proxy-style, including FastAPI's and Starlette's own (Kinesis
+    errors in their own shape)."""
     app.add_exception_handler(IngestError, _ingest_error)
+    app.add_exception_handler(KinesisError, _kinesis_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

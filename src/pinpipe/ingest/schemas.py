@@ -115,6 +115,84 @@ class KinesisBatchReply(BaseModel):
     Records: list[KinesisBatchResult]
 
 
+class KinesisCreateStream(BaseModel):
+    """CreateStream's body (optional). The stream's name is the path's; other fields of
+    Kinesis's request (``StreamName``, ``StreamModeDetails``) are accepted and ignored."""
+
+    ShardCount: int | None = Field(
+        None, ge=1, description="Partitions of the table's topic; default broker.partitions."
+    )
+
+
+class KinesisErrorBody(BaseModel):
+    """Every error answer of the stream-management routes but 401: Kinesis's error body."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: str = Field(alias="__type", description="e.g. ResourceNotFoundException")
+    message: str
+
+
+class KinesisEmptyReply(BaseModel):
+    """CreateStream and DeleteStream answer ``{}``."""
+
+
+class KinesisStreamModeDetails(BaseModel):
+    StreamMode: str = "PROVISIONED"
+
+
+class KinesisStreamSummary(BaseModel):
+    StreamName: str
+    StreamARN: str
+    StreamStatus: str
+    StreamModeDetails: KinesisStreamModeDetails
+
+
+class KinesisListStreamsReply(BaseModel):
+    StreamNames: list[str]
+    HasMoreStreams: bool
+    NextToken: str | None = Field(None, description="Present when HasMoreStreams.")
+    StreamSummaries: list[KinesisStreamSummary]
+
+
+class KinesisHashKeyRange(BaseModel):
+    StartingHashKey: str
+    EndingHashKey: str
+
+
+class KinesisSequenceNumberRange(BaseModel):
+    StartingSequenceNumber: str = Field(description="The partition's first offset.")
+
+
+class KinesisShard(BaseModel):
+    ShardId: str
+    HashKeyRange: KinesisHashKeyRange
+    SequenceNumberRange: KinesisSequenceNumberRange
+
+
+class KinesisEnhancedMetrics(BaseModel):
+    ShardLevelMetrics: list[str]
+
+
+class KinesisStreamDescription(BaseModel):
+    StreamName: str
+    StreamARN: str
+    StreamStatus: str
+    StreamModeDetails: KinesisStreamModeDetails
+    Shards: list[KinesisShard]
+    HasMoreShards: bool
+    RetentionPeriodHours: int
+    StreamCreationTimestamp: float = Field(
+        description="Epoch seconds of the oldest record the topic holds; 0 when it holds none."
+    )
+    EnhancedMonitoring: list[KinesisEnhancedMetrics]
+    EncryptionType: str
+
+
+class KinesisDescribeStreamReply(BaseModel):
+    StreamDescription: KinesisStreamDescription
+
+
 # --- legacy and native -------------------------------------------------------------------------
 
 
@@ -142,6 +220,7 @@ BODY_MODELS: tuple[type[BaseModel], ...] = (
     RestProxyRequest,
     KinesisPutRecord,
     KinesisPutRecords,
+    KinesisCreateStream,
     NativeEvent,
     RawPin,
     RawGeo,
@@ -154,13 +233,17 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def request_body(
-    model: type[BaseModel], media_types: tuple[str, ...], *, array: bool = False
+    model: type[BaseModel],
+    media_types: tuple[str, ...],
+    *,
+    array: bool = False,
+    required: bool = True,
 ) -> dict[str, Any]:
-    """``openapi_extra`` declaring a required body of ``model`` (or an array of it)."""
+    """``openapi_extra`` declaring a body of ``model`` (or an array of it)."""
     schema: dict[str, Any] = {"type": "array", "items": _ref(model)} if array else _ref(model)
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {media: {"schema": schema} for media in media_types},
         }
     }
@@ -169,6 +252,13 @@ def request_body(
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entries documenting proxy-style error bodies."""
     return {status: {"model": ErrorBody} for status in statuses}
+
+
+def kinesis_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries documenting Kinesis error bodies (401 stays proxy-style)."""
+    return {
+        status: {"model": ErrorBody if status == 401 else KinesisErrorBody} for status in statuses
+    }
 
 
 def install_openapi(app: FastAPI) -> None:

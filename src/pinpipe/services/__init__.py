@@ -30,7 +30,7 @@ from pinpipe.services.resolve import (
     services_up,
 )
 from pinpipe.services.state import ServiceRecord, read_record, remove_record, write_record
-from pinpipe.services.topics import TopicError, describe_topics, ensure_topics
+from pinpipe.services.topics import TopicError, delete_topics, describe_topics, ensure_topics
 
 __all__ = [
     "BrokerBinaryNotFound",
@@ -47,6 +47,7 @@ __all__ = [
     "TopicError",
     "broker_binary",
     "broker_is_healthy",
+    "delete_topics",
     "describe_topics",
     "ensure_topics",
     "kafka_bootstrap",

@@ -1,4 +1,5 @@
-"""Kinesis through API Gateway: ``PUT /streams/<stream>/record`` and ``.../records``.
+"""Kinesis through API Gateway: ``PUT /streams/<stream>/record`` and ``.../records``
+(ListStreams, CreateStream, DescribeStream, DeleteStream: :mod:`.kinesis_admin`).
 
 Streams ``streaming-<user_id>-<table>`` (any ``<x>-<table>``) map to pinpipe's topic
 ``<prefix>.<table>``. ``Data`` may be the row object, the row's JSON base64-encoded, or the
@@ -38,6 +39,7 @@ from pinpipe.ingest.schemas import (
     error_responses,
     request_body,
 )
+from pinpipe.ingest.streams import shard_id, table_of
 
 router = APIRouter(
     prefix="/streams", tags=["Kinesis (API Gateway)"], dependencies=[Depends(require_api_key)]
@@ -49,15 +51,10 @@ INVALID_ERROR_CODE = "ValidationException"
 
 
 def table_of_stream(stream: str) -> Table:
-    suffix = stream.rpartition("-")[2]
-    try:
-        return Table(suffix)
-    except ValueError:
-        raise IngestError(404, NOT_FOUND, "Stream not found.") from None
-
-
-def shard_id(partition: int) -> str:
-    return f"shardId-{partition:012d}"
+    table = table_of(stream)
+    if table is None:
+        raise IngestError(404, NOT_FOUND, "Stream not found.")
+    return table
 
 
 def decode_data(table: Table, data: Any) -> Incoming:

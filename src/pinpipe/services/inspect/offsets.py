@@ -160,3 +160,35 @@ def partition_starts(
                 f"no start offset for {tp.topic}[{tp.partition}]: {kafka_reason(exc)}", retriable=True
             ) from exc
     return starts
+
+
+def first_record_times(
+    client_config: dict, partitions: Iterable[PartitionKey], timeout_s: float = 10.0
+) -> dict[PartitionKey, int | None]:
+    """The timestamp (ms) of the first record each partition holds; None when it holds none.
+
+    ListOffsets for timestamp 0, the first record written at or after 1970. Kafka answers that
+    record's own timestamp; Tansu 0.6.0 answers the time the partition was first written to.
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    admin = admin_client(client_config)  # must outlive the futures
+    futures = admin.list_offsets(
+        {TopicPartition(topic, part): OffsetSpec.for_timestamp(0) for topic, part in wanted},
+        request_timeout=timeout_s,
+    )
+    times: dict[PartitionKey, int | None] = {}
+    for tp, future in futures.items():
+        try:
+            answer = future.result()
+        except KafkaException as exc:
+            raise InspectError(
+                f"no first record time for {tp.topic}[{tp.partition}]: {kafka_reason(exc)}",
+                retriable=True,
+            ) from exc
+        times[(tp.topic, tp.partition)] = answer.timestamp if answer.timestamp >= 0 else None
+    return times
