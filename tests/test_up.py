@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinpipe.config import load_settings
+from pinpipe.services.postgres import EmbeddedPostgres
 from pinpipe.services.state import pid_is_alive
 from tests.speed.conftest import TEST_WARMUP_ROWS
 
@@ -89,6 +90,13 @@ def test_up_runs_everything_and_stops_without_losing_a_record(traversable_dir):
         until(lambda: live(dashboard).get("rows", {}).get("pin", 0) > 0, 120, "pin rows in PostgreSQL", up)
         figures = live(dashboard)
         assert figures["ingest"]["accepted_total"] > 0
+        # The dashboard reads as the reader login, which can only SELECT (services/test_reader.py).
+        server = EmbeddedPostgres(data_dir / "postgres")
+        assert server.attach()
+        with psycopg.connect(server.dsn) as conn:
+            logins = conn.execute("SELECT DISTINCT usename FROM pg_stat_activity"
+                                  " WHERE application_name = 'pinpipe-dashboard'").fetchall()
+        assert logins == [("pinpipe_reader",)]
         assert all(c["up"] for c in figures["components"] if c["component"] in ("ingest", "lake-sink"))
         metrics = httpx.get(f"{dashboard}/metrics").text
         assert 'pinpipe_batch_runs_total{status="failed"} 0.0' in metrics

@@ -169,3 +169,32 @@ def test_detached_up_runs_the_batch_on_schedule_and_goes_down_leaving_no_process
     with postgres_dsn(load_settings(data_dir=data_dir)) as dsn:  # PostgreSQL again, for the block
         statuses = [status for status, *_ in up_runs(dsn)]
     assert statuses[0] == "success" and set(statuses) <= {"success", "cancelled"}, statuses
+
+
+def test_up_on_a_new_broker_archives_and_empties_the_speed_tables(traversable_dir):
+    from pinpipe.serve.schema import apply_migrations
+    from pinpipe.services.postgres import EmbeddedPostgres
+
+    data_dir = traversable_dir
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}, "PINPIPE_DATA_DIR": str(data_dir)}
+    # An earlier run's speed layer: PostgreSQL still up, its broker (memory storage) gone.
+    server = EmbeddedPostgres(data_dir / "postgres")
+    server.start()
+    try:
+        apply_migrations(server.dsn)
+        with psycopg.connect(server.dsn) as conn:
+            conn.execute("INSERT INTO pinpipe.dead_letter (topic, kafka_partition, kafka_offset, reason, value)"
+                         " VALUES ('pinpipe.geo', 1, 41, 'latitude: out of range', '{\"latitude\": 900}')")
+        result = pinpipe(data_dir, env, "up", "--no-stream", "--duration", "1s", "--api-port", "0",
+                         "--dashboard-port", "0", "--lake-metrics-port", "0", timeout_s=120)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+        assert "moved the earlier speed tables (1 row)" in result.stdout
+
+        with psycopg.connect(server.dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM pinpipe.dead_letter").fetchone() == (0,)
+        (archived,) = (data_dir / "archive").glob("*/speed/dead_letter.csv")
+        header, row = archived.read_text().splitlines()
+        assert header.startswith("topic,kafka_partition,kafka_offset,")
+        assert row.startswith("pinpipe.geo,1,41,") and "latitude: out of range" in row
+    finally:
+        server.stop()

@@ -589,13 +589,17 @@ def dashboard(
 ) -> None:
     """Serve the dashboard (read-only): live ingest, lag, stream, real-time metrics, answers, quality."""
     from pinpipe.serve.dashboard import serve_dashboard
-    from pinpipe.services.resolve import postgres_dsn
+    from pinpipe.services.resolve import postgres_dsn, reader_dsn
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = _settings(ctx, up={"dashboard": overrides} if overrides else None)
     with postgres_dsn(settings) as dsn:
+        reader = reader_dsn(settings, dsn)
+        if reader is None:
+            err_console.print("[yellow]the dashboard logs in as postgres.dsn's role[/] (read-only sessions only);"
+                              " set postgres.reader_dsn to a login granted pinpipe_readonly")
         try:
-            serve_dashboard(settings, dsn)
+            serve_dashboard(settings, reader or dsn)
         except KeyboardInterrupt:
             pass
 

@@ -119,6 +119,12 @@ class PostgresSettings(BaseModel):
     """The serving store. Without a DSN pinpipe runs an embedded PostgreSQL server."""
 
     dsn: SecretStr | None = Field(None, description="postgresql://...; unset means embedded.")
+    reader_dsn: SecretStr | None = Field(
+        None,
+        description="The login of readers (the dashboard): a role granted pinpipe_readonly, which can only"
+        " SELECT. Unset: the embedded server makes one (pinpipe_reader); with an external dsn readers then"
+        " use dsn in read-only sessions, which a SET can undo.",
+    )
     embedded_port: int = Field(0, ge=0, le=65535, description="0 picks a free loopback port.")
     database: str = Field("pinpipe", description="Database the embedded server creates.")
     run_as_user: str = Field(

@@ -112,18 +112,14 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
     import psycopg
 
     from pinpipe.lake import lake_root
-    from pinpipe.serve.schema import SPEED_TABLES, apply_migrations
+    from pinpipe.serve.schema import SPEED_STATE_TABLES, apply_migrations
     from pinpipe.speed.job import checkpoint_location
 
     shutil.rmtree(lake_root(settings), ignore_errors=True)
     shutil.rmtree(checkpoint_location(settings), ignore_errors=True)
     apply_migrations(dsn)
     with psycopg.connect(dsn) as conn:
-        conn.execute(
-            f"TRUNCATE {', '.join(SPEED_TABLES.values())}, pinpipe.dead_letter, pinpipe.stream_batch,"
-            " pinpipe.category_per_minute, pinpipe.country_per_minute, pinpipe.poster_pane,"
-            " pinpipe.stream_watermark"
-        )
+        conn.execute(f"TRUNCATE {', '.join(SPEED_STATE_TABLES)}")
     console.print("[green]✓[/] empty lake, stream checkpoint and speed tables (the embedded broker starts empty)")
 
 

@@ -129,6 +129,7 @@ class UpRun:
     batch_process: subprocess.Popen | None = None
     next_batch_at: float | None = None
     dsn: str = ""
+    reader_dsn: str | None = None  # the dashboard's login: SELECT only (None: dsn, read-only sessions)
     pg_started_at: object = None  # PostgreSQL's clock when up started (stream progress since)
     running_since: float | None = None  # monotonic time every component was healthy
     stopped_by: str = "signal"  # or "duration", "gave up", "failed to start" (in up-last-run.json)
@@ -213,6 +214,8 @@ def _specs(run: UpRun, bootstrap: str) -> list[tuple[ProcessSpec, Component]]:
     # themselves (on 2 cores everything starting at once made the first micro-batch later).
     dash_env = {**env, "PINPIPE_UP__DASHBOARD__METRICS_URLS": json.dumps(
         {"ingest": f"{api_url}/metrics", "lake-sink": sink_metrics, "stream": stream_metrics})}
+    if run.reader_dsn is not None:
+        dash_env["PINPIPE_POSTGRES__READER_DSN"] = run.reader_dsn
     out.append((
         ProcessSpec("dashboard",
                     _python(cli, "dashboard", "--host", dash.host, "--port", str(ports["dashboard"])),
@@ -449,6 +452,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
     Returns the exit code: 0 after a clean stop, 1 if a component failed to start or gave up.
     """
     from pinpipe.serve.schema import apply_migrations
+    from pinpipe.services.resolve import reader_dsn
     from pinpipe.services.state import read_record
 
     existing = read_state(settings)
@@ -477,6 +481,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         bootstrap = next(s.address for s in statuses if s.name == "broker")
         run.dsn = _resolved_dsn(settings)
         applied = apply_migrations(run.dsn)
+        run.reader_dsn = reader_dsn(settings, run.dsn)
         console.print(f"[cyan]migrations[/] schema pinpipe up to date ({len(applied)} applied now)")
         run.pg_started_at = _pg_now(run.dsn)
         if "broker" in run.started_services:
@@ -580,8 +585,10 @@ def _pg_now(dsn: str) -> object:
 
 def _archive_stale_state(run: UpRun) -> None:
     """A fresh embedded broker (memory storage) starts its offsets again at 0: the local lake's
-    raw files and the stream checkpoint of an earlier broker would clash with the new offsets.
-    They are moved to ``<data_dir>/archive/<time>/``, never deleted."""
+    raw files, the stream checkpoint and the speed tables of an earlier broker would clash with
+    the new log. They are moved to ``<data_dir>/archive/<time>/`` (the speed tables as CSV
+    files in ``speed/``, then emptied), never deleted."""
+    from pinpipe.serve.schema import archive_speed_state
     from pinpipe.speed.job import checkpoint_location
 
     settings = run.settings
@@ -591,13 +598,15 @@ def _archive_stale_state(run: UpRun) -> None:
     if settings.speed.checkpoint_dir is None:
         stale.append(Path(checkpoint_location(settings)))
     stale = [path for path in stale if path.exists() and any(path.iterdir())]
-    if not stale:
-        return
     target = settings.data_dir / "archive" / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    target.mkdir(parents=True, exist_ok=True)
     for path in stale:
+        target.mkdir(parents=True, exist_ok=True)
         os.replace(path, target / path.name)
-    run.event("up", f"new embedded broker: moved the earlier lake and stream checkpoint to {target}")
+    archived = archive_speed_state(run.dsn, target / "speed")
+    rows = sum(archived.values())
+    moved = [path.name for path in stale] + ([f"speed tables ({rows:,} row{'s' * (rows != 1)})"] if rows else [])
+    if moved:
+        run.event("up", f"new embedded broker: moved the earlier {', '.join(moved)} to {target}")
 
 
 def _resolved_dsn(settings: Settings) -> str:

@@ -161,6 +161,19 @@ class EmbeddedPostgres:
     def masked_dsn(self) -> str:
         return mask_dsn(self.dsn)
 
+    def login_dsn(self, role: str) -> str:
+        """The DSN of login ``role`` with its password from ``<data_dir>.<role>.password``
+        (made, mode 0600, on first use; the role itself is the caller's to create)."""
+        if self.port is None:
+            raise PostgresError(f"no server is running for {self.data_dir}")
+        path = self.data_dir.with_name(f"{self.data_dir.name}.{role}.password")
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(secrets.token_urlsafe(24) + "\n")
+        password = quote(path.read_text(encoding="utf-8").strip(), safe="")
+        return f"postgresql://{quote(role)}:{password}@{HOST}:{self.port}/{quote(self.database)}"
+
     def _server_user(self) -> pwd.struct_passwd | None:
         """The account the server runs as: ``run_as_user`` when we are root, else ourselves."""
         if os.geteuid() != 0:

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pinpipe.config import Settings
 from pinpipe.events import all_topics
 from pinpipe.services.broker import EmbeddedBroker, broker_is_healthy
-from pinpipe.services.postgres import EmbeddedPostgres, mask_dsn, postgres_is_healthy
+from pinpipe.services.postgres import (
+    EmbeddedPostgres,
+    PostgresError,
+    mask_dsn,
+    postgres_is_healthy,
+)
 from pinpipe.services.state import (
     ServiceRecord,
     process_cmdline,
@@ -136,6 +141,29 @@ def postgres_dsn(settings: Settings) -> Iterator[str]:
     finally:
         if not server.reused:
             server.stop()
+
+
+def reader_dsn(settings: Settings, dsn: str) -> str | None:
+    """The DSN readers such as the dashboard log in with: a role that can only SELECT.
+
+    ``postgres.reader_dsn`` if configured; else, on the embedded server, its ``pinpipe_reader``
+    login (made now, with a password of its own); else None: an external server without a
+    reader login configured, whose readers then use ``dsn`` in read-only sessions.
+    """
+    if settings.postgres.reader_dsn is not None:
+        return settings.postgres.reader_dsn.get_secret_value()
+    if settings.postgres.dsn is not None:
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    from pinpipe.serve.schema import READER_LOGIN, ensure_reader_login
+
+    server = embedded_postgres(settings)
+    if not server.attach():
+        raise PostgresError(f"the embedded PostgreSQL is not running ({server.data_dir})")
+    login = server.login_dsn(READER_LOGIN)
+    ensure_reader_login(dsn, unquote(urlsplit(login).password or ""))
+    return login
 
 
 def services_up(

@@ -1,8 +1,9 @@
 """What the dashboard reads from PostgreSQL, over one read-only connection.
 
-Every session sets ``default_transaction_read_only``: the dashboard cannot write, whatever role
-its DSN names (grant a login role ``pinpipe_readonly`` for a real deployment). Tables that do
-not exist yet (the stream or the batch job never ran) read as empty.
+The dashboard logs in as a reader (``pinpipe.services.resolve.reader_dsn``: a role granted
+``pinpipe_readonly``, SELECT only), so it cannot write whatever it sets; every session also
+sets ``default_transaction_read_only``. Tables that do not exist yet (the stream or the batch
+job never ran) read as empty.
 """
 
 from __future__ import annotations
