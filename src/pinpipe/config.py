@@ -170,6 +170,9 @@ class IngestSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="Largest request body (413).")
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request header block, names and values (431)."
+    )
     max_records_per_request: int = Field(1000, ge=1, description="Most records in one request (422).")
     max_record_bytes: int = Field(
         100_000, ge=1, description="Largest single record, as stored in Kafka (413)."

@@ -155,3 +155,15 @@ def test_record_size_limit(api_factory):
     # An invalid record is measured too (it would go to the dead-letter topic whole).
     response = api.client.post("/user/", json={"ind": "x", "first_name": "B" * 200})
     assert error(response)[0] == 413
+
+
+def test_a_header_block_over_the_limit_is_431_and_under_it_is_served(api):
+    # Default limit 16 KiB of header names and values: a 100 KB header used to be accepted.
+    big = {"X-Padding": "a" * 100_000, "Content-Type": "application/json"}
+    response = api.client.post("/pin/", content=orjson.dumps({"index": 1}), headers=big)
+    status, body = error(response)
+    assert status == 431 and body["error_code"] == 43101
+    assert body["message"].startswith("Request headers too large: 100,")
+
+    fits = {"X-Padding": "a" * 8_000}
+    assert api.client.get("/healthz", headers=fits).status_code == 200

@@ -18,6 +18,7 @@ from pinpipe import __version__
 from pinpipe.config import Settings
 from pinpipe.events import all_topics
 from pinpipe.ingest.errors import install_error_handlers
+from pinpipe.ingest.limits import HeaderLimitMiddleware
 from pinpipe.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
 from pinpipe.ingest.publisher import Publisher
 from pinpipe.ingest.records import Ingestor
@@ -84,6 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.streams = StreamAdmin.from_settings(settings)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    # Added last, so it runs first: an oversized header block is refused before anything else.
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=settings.ingest.max_header_bytes)
     routers = (rest_proxy.router, kinesis.router, kinesis_admin.router, legacy.router,
                native.router, health.router)  # fmt: skip
     for router in routers:

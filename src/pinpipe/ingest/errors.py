@@ -15,6 +15,7 @@ failures (as the proxy does for its own 404/405/415) or a five-digit code naming
 42202    the record was invalid and went to the dead-letter topic (422, single-record routes;
          also the per-record code in REST-proxy replies)
 41301    body or record too large (413)
+43101    request headers too large (431)
 42901    producer queue full (429, retry later)
 50301    broker unavailable: nothing in the request was acknowledged (503, retry later)
 50201    the broker refused a record for a non-transient reason (502)
@@ -43,6 +44,7 @@ NOT_FOUND = 40401
 INVALID_REQUEST = 42201
 INVALID_RECORD = 42202
 TOO_LARGE = 41301
+HEADERS_TOO_LARGE = 43101
 QUEUE_FULL = 42901
 BROKER_UNAVAILABLE = 50301
 BROKER_REFUSED = 50201
