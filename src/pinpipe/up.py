@@ -129,6 +129,8 @@ class UpRun:
     batch_process: subprocess.Popen | None = None
     next_batch_at: float | None = None
     dsn: str = ""
+    bootstrap: str = ""
+    kafka_records: dict[str, int] = field(default_factory=dict)  # per topic, when drained
     reader_dsn: str | None = None  # the dashboard's login: SELECT only (None: dsn, read-only sessions)
     pg_started_at: object = None  # PostgreSQL's clock when up started (stream progress since)
     running_since: float | None = None  # monotonic time every component was healthy
@@ -405,35 +407,79 @@ def _wait_for_first_micro_batch(run: UpRun) -> None:
 
 
 def _drain(run: UpRun) -> dict:
-    """After the source stopped: wait (bounded) until the API's figures hold still, the lake sink
-    has consumed every record the API produced and the stream job has written every record the
-    API accepted; returns the API's final figures."""
+    """After the source stopped: wait (bounded) until the API's figures hold still and the lake
+    sink and the stream job have taken every record the topics hold; returns the API's final
+    figures, and leaves the records per topic in ``run.kafka_records``.
+
+    "Every record" is measured by offsets, which restarts do not reset: each partition's end
+    (found by fetching: ListOffsets is stale on the embedded broker) against the sink's
+    position (its ``pinpipe_lake_position`` gauges) and the stream checkpoint's last committed
+    batch. Counters would not do: a restarted API or sink counts from zero again.
+    """
+    from pinpipe.events import Table, all_topics, topic_name
+    from pinpipe.services.inspect import list_partitions, partition_ends, partition_starts
+    from pinpipe.speed.checkpoint import committed_offsets
+    from pinpipe.speed.job import checkpoint_location
+
     urls = {c.name: c.metrics_url for c in run.components}
     api = _scrape_totals(urls.get("api"))
     if not api:
         run.event("api", "its /metrics cannot be read: stopping without waiting for the consumers")
         return {}
+    settings = run.settings
+    client = settings.broker.client_config(run.bootstrap)
+    prefix = settings.broker.topic_prefix
+    known = list_partitions(client)
+    partitions = [(topic, p) for topic in all_topics(prefix) for p in known.get(topic, [])]
+    streamed = {topic_name(prefix, table) for table in Table}
+    behind: dict[str, int] = {}
+    ends: dict[tuple[str, int], int | None] = {}
     deadline = time.monotonic() + CONSUMER_DRAIN_S
     while time.monotonic() < deadline:
         time.sleep(0.5)
         # Requests in flight when the source stopped still complete: read the API again each round.
         latest = _scrape_totals(urls.get("api"), attempts=1) or api
         settled, api = latest == api, latest
-        produced = (api.get("accepted") or 0) + (api.get("rejected") or 0)
-        child = run.supervisor.children.get("lake-sink") if run.supervisor else None
-        sink_done = child is None or not child.alive() or (
-            (_scrape_totals(urls.get("lake-sink"), attempts=1).get("lake_consumed") or 0) >= produced
-        )
-        child = run.supervisor.children.get("stream") if run.supervisor else None
-        stream_done = child is None or not child.alive()
-        if not stream_done:  # every accepted table record went through a micro-batch since up started
-            progress = _stream_progress_since(run.dsn, run.pg_started_at)
-            stream_done = progress is not None and progress[1] >= (api.get("accepted") or 0)
-        if settled and sink_done and stream_done:
+        ends = partition_ends(client, partitions, timeout_s=5.0)
+        behind = {}
+        if _alive(run, "lake-sink"):
+            behind["lake sink"] = _records_behind(ends, _sink_positions(urls.get("lake-sink")))
+        if run.options.stream and _alive(run, "stream"):
+            done = committed_offsets(checkpoint_location(settings)) or {}
+            behind["stream job"] = _records_behind({k: v for k, v in ends.items() if k[0] in streamed}, done)
+        if settled and not any(behind.values()):
             break
     else:
-        run.event("up", f"consumers did not catch up within {CONSUMER_DRAIN_S:.0f} s; stopping anyway")
+        lagging = ", ".join(f"the {name} {n:,} records behind" for name, n in behind.items() if n)
+        run.event("up", f"consumers did not catch up within {CONSUMER_DRAIN_S:.0f} s ({lagging or 'the API still answering'});"
+                  " stopping anyway: they resume from their offsets next time")  # fmt: skip
+    starts = partition_starts(client, partitions)
+    run.kafka_records = {}
+    for (topic, partition), end in ends.items():
+        run.kafka_records[topic] = run.kafka_records.get(topic, 0) + max(0, (end or 0) - starts.get((topic, partition), 0))
     return api
+
+
+def _alive(run: UpRun, name: str) -> bool:
+    child = run.supervisor.children.get(name) if run.supervisor else None
+    return child is not None and child.alive()
+
+
+def _sink_positions(url: str | None) -> dict[tuple[str, int], int]:
+    """The lake sink's next offset per partition, from its /metrics ({} if unreadable)."""
+    from pinpipe.serve.dashboard.scrape import scrape
+
+    if not url:
+        return {}
+    result = scrape(url, timeout_s=2.0)
+    return {(labels["topic"], int(labels["partition"])): int(value)
+            for name, labels, value in result.samples if name == "pinpipe_lake_position"}  # fmt: skip
+
+
+def _records_behind(ends: dict[tuple[str, int], int | None], positions: dict[tuple[str, int], int]) -> int:
+    """Records between a consumer's positions and the partitions' ends (a partition whose end
+    is unknown counts as one record behind: it is not known to be done)."""
+    return sum(1 if end is None else max(0, end - positions.get(key, 0)) for key, end in ends.items())
 
 
 # --- up -----------------------------------------------------------------------------------------
@@ -478,7 +524,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
             console.print("[red]a service is not healthy[/]; see the table")
             _print_table(run)
             return 1
-        bootstrap = next(s.address for s in statuses if s.name == "broker")
+        bootstrap = run.bootstrap = next(s.address for s in statuses if s.name == "broker")
         run.dsn = _resolved_dsn(settings)
         applied = apply_migrations(run.dsn)
         run.reader_dsn = reader_dsn(settings, run.dsn)
@@ -685,6 +731,7 @@ def _shutdown(run: UpRun) -> None:
             "stopped_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "stopped_by": run.stopped_by,
             "api": final,
+            "kafka": run.kafka_records,
             "emulator": emulated,
             "restarts": {name: c.restart_total for name, c in (supervisor.children.items() if supervisor else [])},
         }
@@ -696,6 +743,9 @@ def _shutdown(run: UpRun) -> None:
         if final:
             console.print(f"[cyan]up[/] API accepted {final.get('accepted') or 0:,.0f} records, "
                           f"rejected {final.get('rejected') or 0:,.0f}")  # fmt: skip
+        if run.kafka_records:
+            console.print(f"[cyan]up[/] Kafka holds {sum(run.kafka_records.values()):,} records: "
+                          + ", ".join(f"{t} {n:,}" for t, n in sorted(run.kafka_records.items())))
         console.print("[green]stopped[/]")
 
 
@@ -810,5 +860,13 @@ def down(settings: Settings, console: Console) -> int:
                 terminate_pid(int(component["pid"]), timeout=settings.up.stop_timeout_s)
             except TimeoutError:
                 pass
+    try:
+        last = json.loads((settings.run_dir / LAST_RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        last = {}
+    if last.get("kafka"):
+        kafka = last["kafka"]
+        console.print(f"Kafka holds {sum(kafka.values()):,} records: "
+                      + ", ".join(f"{topic} {n:,}" for topic, n in sorted(kafka.items())))
     console.print("[green]stopped[/]")
     return 0

@@ -134,3 +134,23 @@ def test_the_warm_up_feeds_the_stream_plan_records_shaped_as_the_source_gives_th
     per_topic = {row["topic"]: row["count"] for row in records.groupBy("topic").count().collect()}
     assert per_topic == {"warm.pin": 4, "warm.geo": 4, "warm.user": 4}
     assert records.where("key IS NOT NULL OR value_bytes IS NOT NULL").count() == 0
+
+
+def test_the_checkpoint_tells_the_offsets_of_the_last_committed_batch(traversable_dir):
+    # Spark's layout: offsets/<batch> is planned first, commits/<batch> written once it is done.
+    from pinpipe.speed.checkpoint import committed_offsets
+
+    checkpoint = traversable_dir / "ckpt"
+    (checkpoint / "offsets").mkdir(parents=True)
+    (checkpoint / "commits").mkdir()
+    assert committed_offsets(str(checkpoint)) is None  # nothing committed yet
+    metadata = '{"batchWatermarkMs":0,"batchTimestampMs":1,"conf":{}}'
+    for batch, offsets in ((0, '{"p.pin": {"0": 3, "1": 0}}'), (1, '{"p.pin": {"0": 9, "1": 4}}'),
+                           (2, '{"p.pin": {"0": 12, "1": 4}}')):
+        (checkpoint / "offsets" / str(batch)).write_text(f"v1\n{metadata}\n{offsets}")
+    for batch in (0, 1):  # batch 2 planned, not committed
+        (checkpoint / "commits" / str(batch)).write_text('v1\n{"nextBatchWatermarkMs":0}')
+
+    assert committed_offsets(str(checkpoint)) == {("p.pin", 0): 9, ("p.pin", 1): 4}
+    assert committed_offsets(f"file://{checkpoint}") == {("p.pin", 0): 9, ("p.pin", 1): 4}
+    assert committed_offsets("s3://bucket/ckpt") is None

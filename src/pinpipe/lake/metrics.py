@@ -41,6 +41,12 @@ class SinkMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.position = Gauge(
+            "pinpipe_lake_position",
+            "Next offset the sink takes from each partition (what it has consumed, written or not).",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.buffered_bytes = Gauge(
             "pinpipe_lake_buffered_bytes", "Value bytes held in memory, not yet written.", registry=r
         )

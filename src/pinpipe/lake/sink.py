@@ -268,10 +268,11 @@ class LakeSink:
                 self._buffered -= segment.memory
             self._next.pop(key, None)
             self._committed.pop(key, None)
-            try:
-                self.metrics.lag.remove(key[0], str(key[1]))
-            except KeyError:
-                pass
+            for gauge in (self.metrics.lag, self.metrics.position):
+                try:
+                    gauge.remove(key[0], str(key[1]))
+                except KeyError:
+                    pass
         kept = [segment for segment in self._closed if (segment.topic, segment.partition) not in keys]
         for segment in self._closed:
             if (segment.topic, segment.partition) in keys:
@@ -553,7 +554,9 @@ class LakeSink:
         consumer = self._consumer
         if consumer is None:
             return
-        for key in list(self._next):
+        for key, position in list(self._next.items()):
+            # up's drain compares it with the partitions' ends: restart-proof, unlike counters.
+            self.metrics.position.labels(key[0], str(key[1])).set(position)
             try:
                 low, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
             except Exception:  # noqa: BLE001 - no fetch response yet
