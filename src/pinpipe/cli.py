@@ -7,6 +7,7 @@ commands, so ``pinpipe --help`` starts quickly and imports none of them.
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -315,6 +316,13 @@ def source_load(
 # --- emulator ---------------------------------------------------------------------------------
 
 
+def _write_json_atomically(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
 @app.command()
 def emulate(
     ctx: typer.Context,
@@ -331,10 +339,17 @@ def emulate(
     ] = None,
     seed: SeedOption = None,
     stats_json: Annotated[
-        Optional[Path], typer.Option(help="At the end, also write the counts to this JSON file.")
+        Optional[Path], typer.Option(help="At the end (also when stopped early), write the counts to this JSON file.")
+    ] = None,
+    stats_dir: Annotated[
+        Optional[Path], typer.Option(hidden=True, help="Keep the counts current in <dir>/<pid>.json (up sums them).")
     ] = None,
 ) -> None:
-    """Play the users: post random source rows to the ingest API."""
+    """Play the users: post random source rows to the ingest API; Ctrl-C or SIGTERM stops it early."""
+    import signal
+    import threading
+    import time
+
     from pinpipe.source import emulation
 
     settings = _settings(
@@ -349,11 +364,23 @@ def emulate(
     )
     if count is None and duration is None:
         count = 1000
-    stats = emulation.run_with_progress(settings, count=count, duration_s=duration, batch_size=batch_size)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())  # the requests in flight finish and count
+    instance_file = stats_dir / f"{os.getpid()}.json" if stats_dir is not None else None
+    written = [0.0]
+
+    def keep_current(stats) -> None:  # a killed emulator loses at most a second of counts
+        if instance_file is not None and time.monotonic() - written[0] >= 1.0:
+            _write_json_atomically(instance_file, stats.as_dict())
+            written[0] = time.monotonic()
+
+    stats = emulation.run_with_progress(settings, count=count, duration_s=duration, batch_size=batch_size,
+                                        stop=stop, on_progress=keep_current)
     emulation.print_summary(stats, console)
-    if stats_json is not None:
-        stats_json.parent.mkdir(parents=True, exist_ok=True)
-        stats_json.write_text(json.dumps(stats.as_dict()) + "\n", encoding="utf-8")
+    for path in (stats_json, instance_file):
+        if path is not None:
+            _write_json_atomically(path, stats.as_dict())
     if stats.failed:
         raise typer.Exit(1)
 

@@ -201,7 +201,7 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
                       f"{emulated['accepted']:,} accepted, {emulated['rejected']:,} rejected, "
                       f"{emulated['failed']:,} failed ({emulated['retried']:,} retries)")  # fmt: skip
     else:
-        console.print("[yellow]![/] emulator: no final counts (it was stopped before it finished)")
+        console.print("[yellow]![/] emulator: no counts (it wrote none: killed before its first second?)")
     console.print(f"ingest API: {accepted:,} records accepted, {int(api.get('rejected') or 0):,} rejected")
 
     table = RichTable("table", "in Kafka", "in the lake", "distinct keys", "PostgreSQL rows", title="records")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 STATE_FILE = "up.json"
 LAST_RUN_FILE = "up-last-run.json"
-EMULATOR_STATS_FILE = "emulator-last-run.json"
+EMULATOR_STATS_DIR = "emulator"  # <run_dir>/emulator/<pid>.json: each emulator process's counts
 CONSUMER_DRAIN_S = 60.0
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C before it finished its work
 EMULATOR_GRACE_S = 30.0  # a bounded run waits this long past its end for the emulator's last requests
@@ -239,12 +240,13 @@ def _specs(run: UpRun, bootstrap: str) -> list[tuple[ProcessSpec, Component]]:
             Component("stream", metrics or "-", metrics, metrics, note=note),
         ))  # fmt: skip
     if run.options.emulate_rate:
-        # A bounded run's emulator ends by itself, so it writes its final counts (a SIGTERM does not
-        # let it); it is not restarted then. An endless one is stopped by SIGTERM.
+        # A bounded run's emulator ends by itself and is not restarted then; an endless one is
+        # stopped by SIGTERM. Every emulator process keeps its counts in a file of its own, so
+        # a restarted one adds to, rather than replaces, what the run sent (_emulator_stats).
         bounded = run.options.duration_s is not None
         argv = _python(cli, "emulate", "--base-url", api_url, "--rate", str(run.options.emulate_rate),
                        "--duration", str(run.options.duration_s if bounded else 365 * 86400),
-                       "--stats-json", str(settings.run_dir / EMULATOR_STATS_FILE))
+                       "--stats-dir", str(settings.run_dir / EMULATOR_STATS_DIR))
         emulator_env = dict(env)
         if settings.source.dsn is not None:  # read the rows from that database, as `emulate --source-dsn`
             emulator_env["PINPIPE_SOURCE__DSN"] = settings.source.dsn.get_secret_value()
@@ -533,7 +535,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         if "broker" in run.started_services:
             _archive_stale_state(run)
         _save_state(run, "starting")
-        (settings.run_dir / EMULATOR_STATS_FILE).unlink(missing_ok=True)  # only this run's counts
+        shutil.rmtree(settings.run_dir / EMULATOR_STATS_DIR, ignore_errors=True)  # only this run's counts
         new_stream_query = options.stream and _checkpoint_is_empty(settings)
         for spec, component in _specs(run, bootstrap):
             if run.stop.is_set():
@@ -750,13 +752,18 @@ def _shutdown(run: UpRun) -> None:
 
 
 def _emulator_stats(run: UpRun) -> dict:
-    """The counts the emulator wrote when it finished ({} if it did not finish: stopped, or none)."""
+    """What every emulator process of this run sent, summed ({} if the run had no emulator)."""
     if not run.options.emulate_rate:
         return {}
-    try:
-        return json.loads((run.settings.run_dir / EMULATOR_STATS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    totals: dict[str, int] = {}
+    for path in sorted((run.settings.run_dir / EMULATOR_STATS_DIR).glob("*.json")):
+        try:
+            counts = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for name, value in counts.items():
+            totals[name] = totals.get(name, 0) + int(value)
+    return totals
 
 
 def stop_services(settings: Settings, names: list[str], event: Event) -> None:

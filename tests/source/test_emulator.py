@@ -140,3 +140,47 @@ def test_row_draws_are_independent_of_the_generator_with_the_same_seed():
     pins = [json.loads(requests[0].body)["records"][0]["value"] for requests in posts]
     story = sum(pin["description"] == "No description available Story format" for pin in pins)
     assert 100 <= story <= 230  # 8 % of 2,000 is 160
+
+
+def test_a_stopped_emulator_finishes_what_is_in_flight_and_counts_it():
+    import threading
+
+    stop = threading.Event()
+    with RecordingServer() as server:
+        emulator = Emulator(one_row_tables(), plan(server, rate=50, count=None, duration_s=60, concurrency=2),
+                            on_progress=lambda stats: stats.requests >= 30 and stop.set(), stop=stop)
+        began = time.monotonic()
+        stats = emulator.run()
+        received = len(server.received)
+    assert time.monotonic() - began < 10  # not the whole minute
+    # Every request that started was answered and counted; nothing started after the stop.
+    assert stats.requests == received and 30 <= received <= 30 + 2 * 3
+    assert stats.sent == stats.accepted == received and stats.failed == 0
+
+
+@pytest.mark.integration
+def test_the_emulate_command_writes_its_counts_when_stopped_by_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with RecordingServer() as server:
+        out = tmp_path / "stats.json"
+        command = [sys.executable, "-m", "pinpipe.cli", "emulate", "--base-url", server.base_url,
+                   "--format", "legacy", "--rate", "20", "--duration", "600", "--stats-json", str(out),
+                   "--stats-dir", str(tmp_path / "instances")]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while len(server.received) < 20:  # it is posting
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        received = len(server.received)
+    counts = json.loads(out.read_text())
+    assert counts["sent"] == counts["accepted"] == received and counts["failed"] == 0
+    assert counts["posts"] * 3 == counts["sent"]  # legacy: three requests, one record each, a post
+    (instance,) = (tmp_path / "instances").glob("*.json")
+    assert json.loads(instance.read_text()) == counts

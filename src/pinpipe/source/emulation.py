@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -54,8 +56,13 @@ def run_with_progress(
     batch_size: int = 1,
     tables: SourceTables | None = None,
     console: Console | None = None,
+    stop: threading.Event | None = None,
+    on_progress: Callable[[EmulatorStats], None] | None = None,
 ) -> EmulatorStats:
-    """Run one emulation with a Rich progress bar (records sent of records planned)."""
+    """Run one emulation with a Rich progress bar (records sent of records planned).
+
+    ``stop`` ends it early (the requests in flight finish and are counted); ``on_progress``
+    is called with the counts after each request."""
     plan = plan_from_settings(settings, count=count, duration_s=duration_s, batch_size=batch_size)
     tables = tables if tables is not None else source_tables(settings)
     posts = count if count is not None else math.ceil(plan.rate * (duration_s or 0))
@@ -72,8 +79,10 @@ def run_with_progress(
 
         def advance(stats: EmulatorStats) -> None:
             progress.update(task, completed=stats.sent, accepted=stats.accepted, retried=stats.retried)
+            if on_progress is not None:
+                on_progress(stats)
 
-        stats = Emulator(tables, plan, on_progress=advance).run()
+        stats = Emulator(tables, plan, on_progress=advance, stop=stop).run()
         progress.update(task, completed=stats.sent)
     return stats
 

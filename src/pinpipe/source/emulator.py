@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -116,11 +117,13 @@ class Emulator:
         tables: SourceTables,
         plan: EmulatorPlan,
         on_progress: Callable[[EmulatorStats], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.tables = tables
         self.plan = plan
         self.stats = EmulatorStats()
         self._on_progress = on_progress
+        self._stop = stop  # set: no new request starts; those in flight finish and are counted
         # Seeded apart from the table generator, which uses the same seed: drawing rows from an
         # identical Random(seed) would replay the generator's own choices (its placeholder rows).
         self._rows = random.Random(f"pinpipe-emulator-rows:{plan.seed}")
@@ -144,6 +147,8 @@ class Emulator:
             async def worker() -> None:
                 for slot in slots:
                     if plan.count is not None and slot * plan.batch_size >= plan.count:
+                        return
+                    if self._stop is not None and self._stop.is_set():
                         return
                     due = started + slot / (plan.rate / plan.batch_size)
                     if deadline is not None and due >= deadline:
