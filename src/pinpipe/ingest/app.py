@@ -35,6 +35,12 @@ the first-generation FastAPI) and pinpipe's own batch format. Success means the 
 acknowledged the record. Every error answers `{"error_code": ..., "message": ...}`, except the
 Kinesis stream-management routes (`GET /streams`, `POST|GET|DELETE /streams/{stream}`), which
 answer Kinesis's own `{"__type": ..., "message": ...}`.
+
+429 and 503 carry `Retry-After`: retry the whole request then. Records of a request answered
+503 may still have been written: those already sent when the broker stalled are acknowledged
+late, after the answer. A retry then writes them twice; that is expected input downstream: the
+raw lake keeps both copies (raw is raw), the batch layer's clean tables and the speed layer's
+PostgreSQL tables keep one row per natural key (the last arrival).
 """
 
 
