@@ -1,0 +1,176 @@
+"""The stream's Delta tables: appended exactly once (replays, SIGKILL), typed, partitioned by day,
+kept tidy, local or on S3."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from pinpipe.config import Settings
+from pinpipe.events import Table
+from pinpipe.speed.delta import DeltaWriter, open_stream_table, table_schema
+from tests.lake.test_exactly_once import S3_CREDENTIALS, moto_endpoint  # noqa: F401 (a fixture)
+from tests.speed import delta_loop
+
+T0 = datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC)
+
+
+def users(*rows: tuple[int, str | None, int], at: datetime = T0) -> pa.Table:
+    """Clean user rows ``(ind, user_name, offset)`` with every column the stream job hands over."""
+    return delta_loop.clean_table(Table.USER, {
+        "ind": pa.array([r[0] for r in rows], pa.int32()),
+        "user_name": pa.array([r[1] for r in rows], pa.string()),
+        "broker_timestamp": pa.array([at + timedelta(seconds=r[2]) for r in rows], pa.timestamp("us", tz="UTC")),
+        "kafka_partition": pa.array([0] * len(rows), pa.int32()),
+        "kafka_offset": pa.array([r[2] for r in rows], pa.int64()),
+    })  # fmt: skip
+
+
+def lake_settings(lake: Path, **speed) -> Settings:
+    return Settings(data_dir=lake.parent, lake={"root": str(lake)}, speed=speed)
+
+
+def stored(settings: Settings, table: Table) -> list[dict]:
+    delta = open_stream_table(settings, table)
+    rows = delta.to_pyarrow_dataset().to_table().to_pylist()
+    return sorted(rows, key=lambda r: r["kafka_offset"])
+
+
+def test_a_replayed_batch_adds_nothing(tmp_path):
+    settings = lake_settings(tmp_path / "lake")
+    writer = DeltaWriter.from_settings(settings)
+    first = writer.write("q", 0, {Table.USER: users((1, "Ada", 0), (2, "Bo", 1))})
+    writer.write("q", 1, {Table.USER: users((1, "Ada L.", 2))})
+    version = open_stream_table(settings, Table.USER).version()
+
+    again = writer.write("q", 1, {Table.USER: users((1, "Ada L.", 2))})
+    older = DeltaWriter.from_settings(settings).write("q", 0, {Table.USER: users((1, "Ada", 0), (2, "Bo", 1))})
+
+    assert first.appended == {"user": 2}
+    assert (again.appended, again.replayed, older.replayed) == ({}, ["user"], ["user"])
+    table = open_stream_table(settings, Table.USER)
+    assert (table.version(), table.transaction_version("q")) == (version, 1)
+    assert [(r["ind"], r["user_name"]) for r in stored(settings, Table.USER)] == [(1, "Ada"), (2, "Bo"), (1, "Ada L.")]
+    # Another query (a new checkpoint) is another application: its batch 0 is new.
+    assert DeltaWriter.from_settings(settings).write("q2", 0, {Table.USER: users((3, "Cy", 3))}).appended == {"user": 1}
+
+
+def test_types_stay_put_and_rows_are_partitioned_by_the_broker_day(tmp_path):
+    settings = lake_settings(tmp_path / "lake")
+    writer = DeltaWriter.from_settings(settings)
+    nulls = users((1, None, 0), (None, "no key", 1), (2, None, 2))  # user_name null in every kept row
+    nulls = nulls.set_column(nulls.schema.get_field_index("age"), "age", pa.nulls(3))  # typed null
+
+    outcome = writer.write("q", 0, {Table.USER: nulls, Table.PIN: users().slice(0, 0)})
+
+    assert outcome.appended == {"user": 2}  # a blank key is a dead letter; no commit for no rows
+    assert open_stream_table(settings, Table.PIN) is None
+    table = open_stream_table(settings, Table.USER)
+    assert pa.schema(table.schema().to_arrow()) == table_schema(Table.USER)
+    assert table.metadata().partition_columns == ["dt"]
+    rows = stored(settings, Table.USER)
+    assert [(r["ind"], r["age"], r["dt"].isoformat()) for r in rows] == [
+        (1, None, "2026-12-01"), (2, None, "2026-12-02"),  # 23:59:59, then two seconds later
+    ]
+    assert sorted(p.name for p in (tmp_path / "lake" / "stream" / "user").glob("dt=*")) == [
+        "dt=2026-12-01", "dt=2026-12-02",
+    ]
+
+
+def test_upkeep_compacts_checkpoints_and_vacuums_and_every_row_stays(tmp_path):
+    settings = lake_settings(tmp_path / "lake", delta_compact_every_batches=1, delta_checkpoint_every_batches=1,
+                             delta_vacuum_every_batches=1, delta_vacuum_retention_hours=0)  # fmt: skip
+    writer = DeltaWriter.from_settings(settings)
+    steps = []
+    for n in range(4):
+        if n == 3:  # the files of a write killed before its commit: in no log entry
+            (tmp_path / "lake" / "stream" / "user" / "dt=2026-12-02" / "part-orphan.parquet").write_bytes(b"x")
+        steps.append(writer.write("q", n, {Table.USER: users((n, f"u{n}", 10 * n), (n, f"v{n}", 10 * n + 1))}).upkeep)
+
+    assert steps[0] == {}  # nothing before the first interval ends
+    assert list(steps[3]) == ["compact user", "checkpoint user", "vacuum user"]
+    table = open_stream_table(settings, Table.USER)
+    referenced = {Path(uri.removeprefix("file://")).name for uri in table.file_uris()}
+    on_disk = {p.name for p in (tmp_path / "lake" / "stream" / "user").glob("dt=*/*.parquet")}
+    assert len(referenced) == 2 and on_disk == referenced  # one file a day; the rest (and the orphan) vacuumed
+    assert (tmp_path / "lake" / "stream" / "user" / "_delta_log" / "_last_checkpoint").exists()
+    assert [r["kafka_offset"] for r in stored(settings, Table.USER)] == [0, 1, 10, 11, 20, 21, 30, 31]
+
+
+def test_the_tables_take_their_upkeep_turns_in_different_batches(tmp_path):
+    settings = lake_settings(tmp_path / "lake", delta_compact_every_batches=9, delta_checkpoint_every_batches=0,
+                             delta_vacuum_every_batches=0)  # fmt: skip
+    writer = DeltaWriter.from_settings(settings)
+    for table in Table:
+        writer.table(table)
+
+    turns = {}
+    for n in range(30):
+        if done := writer.upkeep(n):
+            turns[n] = list(done)
+
+    assert turns == {9: ["compact pin"], 12: ["compact user"], 15: ["compact geo"], 18: ["compact pin"],
+                     21: ["compact user"], 24: ["compact geo"], 27: ["compact pin"]}  # fmt: skip
+
+
+@pytest.mark.integration
+def test_an_s3_lake_through_storage_options(moto_endpoint):  # noqa: F811
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    pafs.S3FileSystem(endpoint_override=moto_endpoint.removeprefix("http://"), scheme="http",
+                      access_key="testing", secret_key="testing", region="us-east-1",
+                      allow_bucket_creation=True).create_dir(bucket)  # fmt: skip
+    credentials = {name.removeprefix("PINPIPE_LAKE__").lower(): value for name, value in S3_CREDENTIALS.items()}
+    settings = Settings(lake={"root": f"s3://{bucket}/pinpipe", "s3_endpoint_url": moto_endpoint, **credentials})
+    writer = DeltaWriter.from_settings(settings)
+
+    writer.write("q", 0, {Table.USER: users((1, "Ada", 0))})
+    replay = DeltaWriter.from_settings(settings).write("q", 0, {Table.USER: users((1, "Ada", 0))})
+
+    assert replay.replayed == ["user"]
+    assert [(r["ind"], r["user_name"]) for r in stored(settings, Table.USER)] == [(1, "Ada")]
+    assert writer.uris[Table.USER] == f"s3://{bucket}/pinpipe/stream/user"
+
+
+@pytest.mark.integration
+def test_sigkill_at_random_moments_then_replay_leaves_every_batch_once(tmp_path):
+    lake, state = tmp_path / "stream", tmp_path / "state"
+    state.mkdir()
+    batches, rows = 80, 20
+    command = [sys.executable, delta_loop.__file__, str(lake), str(state), str(batches), str(rows), "3"]
+    rng = random.Random(int.from_bytes(os.urandom(4)))
+    kills = 0
+    while kills < 10:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        try:
+            process.wait(timeout=rng.uniform(0.02, 0.4))
+            break  # it finished before its kill
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+
+    assert kills >= 6, "the loop finished before it was killed often enough"
+    for table in (Table.PIN, Table.USER):
+        delta = DeltaTable(str(lake / table.value))  # loads: the log and its checkpoints are whole
+        data = delta.to_pyarrow_dataset().to_table()
+        per_batch = Counter(offset // rows for offset in data["kafka_offset"].to_pylist())
+        assert per_batch == {n: rows for n in range(batches)}, table  # every batch, exactly once
+        assert sorted(data["kafka_offset"].to_pylist()) == list(range(batches * rows))
+        assert delta.transaction_version(delta_loop.QUERY_ID) == batches - 1
