@@ -1,5 +1,5 @@
 """The stream's Delta tables: appended exactly once (replays, SIGKILL), typed, partitioned by day,
-kept tidy, local or on S3."""
+kept tidy, local or on S3, read by ``pinpipe sql`` and compared with PostgreSQL."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from deltalake import DeltaTable
 
 from pinpipe.config import Settings
 from pinpipe.events import Table
+from pinpipe.serve.reconcile import compare_stream_tables
 from pinpipe.speed.delta import DeltaWriter, open_stream_table, table_schema
 from tests.lake.test_exactly_once import S3_CREDENTIALS, moto_endpoint  # noqa: F401 (a fixture)
 from tests.speed import delta_loop
@@ -174,3 +175,34 @@ def test_sigkill_at_random_moments_then_replay_leaves_every_batch_once(tmp_path)
         assert per_batch == {n: rows for n in range(batches)}, table  # every batch, exactly once
         assert sorted(data["kafka_offset"].to_pylist()) == list(range(batches * rows))
         assert delta.transaction_version(delta_loop.QUERY_ID) == batches - 1
+
+
+@pytest.mark.integration
+def test_sql_sees_the_stream_tables_and_they_equal_postgres(tmp_path, fresh_dsn):
+    import psycopg
+
+    from pinpipe.lakesql import run_sql
+    from pinpipe.serve.schema import apply_migrations
+
+    settings = lake_settings(tmp_path / "lake")
+    writer = DeltaWriter.from_settings(settings)
+    writer.write("q", 0, {Table.USER: users((1, "Ada", 5), (2, "Bo", 6))})
+    writer.write("q", 1, {Table.USER: users((1, "Ada L.", 7), (2, "Bo", 8), (3, "Cy", 9))})
+    apply_migrations(fresh_dsn)
+    with psycopg.connect(fresh_dsn) as conn:
+        for ind, name, offset in ((1, "Ada L.", 7), (2, "Bo", 8), (3, "Cyril", 9), (4, "Di", 10)):
+            conn.execute(
+                'INSERT INTO pinpipe."user" (ind, user_name, broker_timestamp, kafka_partition, kafka_offset)'
+                " VALUES (%s, %s, %s, 0, %s)", (ind, name, T0 + timedelta(seconds=offset), offset),
+            )
+
+    assert run_sql(settings, "SELECT count(*), count(DISTINCT ind) FROM stream_user").rows == [(5, 3)]
+    assert run_sql(settings, "SELECT dt::VARCHAR, count(*) FROM stream_user GROUP BY ALL").rows == [("2026-12-02", 5)]
+    by_table = {c.table: c for c in compare_stream_tables(settings, fresh_dsn)}
+    user = by_table[Table.USER]
+    assert (user.batch_rows, user.speed_rows, user.equal_rows) == (3, 4, 2)
+    assert user.differences == [
+        "ind 3: user_name: Delta table 'Cy' / PostgreSQL 'Cyril'",
+        "ind 4: only in PostgreSQL",
+    ]
+    assert by_table[Table.PIN].ok and by_table[Table.PIN].batch_rows == 0  # no table yet: no rows
