@@ -1,5 +1,5 @@
 """The stream's Delta tables: appended exactly once (replays, SIGKILL), typed, partitioned by day,
-kept tidy, local or on S3, read by ``pinpipe sql`` and compared with PostgreSQL."""
+kept tidy, read by ``pinpipe sql``, and equal to PostgreSQL and the batch layer, value for value."""
 
 from __future__ import annotations
 
@@ -18,10 +18,13 @@ from deltalake import DeltaTable
 
 from pinpipe.config import Settings
 from pinpipe.events import Table
-from pinpipe.serve.reconcile import compare_stream_tables
+from pinpipe.serve.reconcile import compare_layers, compare_stream_tables
 from pinpipe.speed.delta import DeltaWriter, open_stream_table, table_schema
 from tests.lake.test_exactly_once import S3_CREDENTIALS, moto_endpoint  # noqa: F401 (a fixture)
 from tests.speed import delta_loop
+from tests.speed.conftest import create_topics, speed_settings
+from tests.speed.pg import CLEAN_COLUMNS, clean_rows, wait_for
+from tests.speed.records import clean_geo, clean_pin, clean_user, geo, pin, user
 
 T0 = datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC)
 
@@ -206,3 +209,92 @@ def test_sql_sees_the_stream_tables_and_they_equal_postgres(tmp_path, fresh_dsn)
         "ind 4: only in PostgreSQL",
     ]
     assert by_table[Table.PIN].ok and by_table[Table.PIN].batch_rows == 0  # no table yet: no rows
+
+
+def kafka_to_raw(bootstrap: str, prefix: str, lake: Path) -> None:
+    """Every record of the test's topics into the lake's raw layer, as the lake sink lays it out."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    from pinpipe.events import topic_name
+    from tests.batch.rawfiles import write_raw
+
+    topics = {topic_name(prefix, table): table for table in Table}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-raw", "enable.partition.eof": True,
+                         "enable.auto.commit": False})  # fmt: skip
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for topic in topics for p in (0, 1)])
+        read: dict[tuple[str, int], list] = {(topic, p): [] for topic in topics for p in (0, 1)}
+        ended: set[tuple[str, int]] = set()
+        while len(ended) < len(read):
+            for message in consumer.consume(100, timeout=1):
+                if message.error() is not None:
+                    assert message.error().code() == KafkaError._PARTITION_EOF, message.error()
+                    ended.add((message.topic(), message.partition()))
+                else:
+                    read[(message.topic(), message.partition())].append(message)
+    finally:
+        consumer.close()
+    for (topic, partition), messages in read.items():
+        if messages:
+            offsets = [m.offset() for m in messages]
+            assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))  # as write_raw lays them
+            write_raw(lake, topics[topic], [m.value().decode() for m in messages], partition=partition,
+                      first_offset=offsets[0], day=datetime.now(UTC).date().isoformat(),
+                      timestamps=[datetime.fromtimestamp(m.timestamp()[1] / 1000, UTC) for m in messages])  # fmt: skip
+
+
+def latest_per_key(rows: list[dict], table: Table) -> list[dict]:
+    """The last arrival of each key (broker time, then offset, then partition), clean columns only."""
+    latest: dict = {}
+    for row in sorted(rows, key=lambda r: (r["broker_timestamp"], r["kafka_offset"], r["kafka_partition"])):
+        latest[row[table.natural_key]] = {c: row[c] for c in CLEAN_COLUMNS[table.value]}
+    return [latest[key] for key in sorted(latest)]
+
+
+@pytest.mark.integration
+def test_the_stream_appends_every_record_once_and_its_latest_rows_equal_postgres_and_the_batch_layer(
+    spark, kafka_bootstrap, fresh_dsn, topic_prefix, produce, traversable_dir
+):
+    from pinpipe.batch.job import clean_table
+    from pinpipe.speed.job import start_stream
+
+    create_topics(kafka_bootstrap, topic_prefix)
+    lake = traversable_dir / "lake"
+    settings = speed_settings(topic_prefix, lake=str(lake))
+    produce(topic_prefix, Table.PIN, [pin(1, "u-1", title="first version"), pin(2, "u-2", follower_count="1M"),
+                                      b"{not json"])  # a dead letter
+    produce(topic_prefix, Table.PIN, [pin(1, "u-1", title="second version")])  # arrives last
+    produce(topic_prefix, Table.GEO, [geo(1), geo(2, "Antarctica (the territory South of 60 deg S)"), geo(1, "Chad")])
+    produce(topic_prefix, Table.USER, [user(1), user(2, "Grace", "Hopper", 52)])
+
+    def in_delta() -> dict[str, int]:
+        tables = {t: open_stream_table(settings, t) for t in Table}
+        return {t.value: d.to_pyarrow_dataset().count_rows() if d else 0 for t, d in tables.items()}
+
+    query, handler = start_stream(spark, settings, kafka_bootstrap, fresh_dsn,
+                                  checkpoint_dir=str(traversable_dir / "ckpt"))  # fmt: skip
+    try:
+        wait_for(lambda: in_delta() == {"pin": 3, "geo": 3, "user": 2}, what="the Delta rows", query=query)
+        assert query.exception() is None
+    finally:
+        query.stop()
+        handler.close()
+
+    stored = {t: open_stream_table(settings, t).to_pyarrow_dataset().to_table().to_pylist() for t in Table}
+    for table, rows in stored.items():  # every record that parsed with its key, once
+        assert len({(r["kafka_partition"], r["kafka_offset"]) for r in rows}) == len(rows), table
+    assert sorted(r["title"] for r in stored[Table.PIN]) == ["Ideas for the garden", "first version", "second version"]
+    expected = {
+        Table.PIN: [clean_pin(1, "u-1", title="second version"), clean_pin(2, "u-2", follower_count=1_000_000)],
+        Table.GEO: [clean_geo(1, "Chad"), clean_geo(2, "Antarctica (the territory South of 60 deg S)")],
+        Table.USER: [clean_user(1), clean_user(2, "Grace Hopper", 52)],
+    }
+    for table, rows in stored.items():
+        assert latest_per_key(rows, table) == expected[table] == clean_rows(fresh_dsn, table.value), table
+
+    # The batch layer over the same Kafka records: its clean rows equal both, value for value.
+    kafka_to_raw(kafka_bootstrap, topic_prefix, lake)
+    for table in Table:
+        clean_table(settings, table, None, spark=spark)
+    for comparison in (*compare_layers(settings, fresh_dsn), *compare_stream_tables(settings, fresh_dsn)):
+        assert comparison.ok and comparison.equal_rows == 2, comparison
