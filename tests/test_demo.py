@@ -71,19 +71,25 @@ def test_demo_runs_checks_and_stops_everything(traversable_dir: Path):
     posts, sent, accepted = (number(g) for g in emulator.groups())
     assert posts > 100 and sent == 3 * posts and accepted == sent  # 20 posts/s for 15 s: about 300
     assert f"ingest API: {accepted:,} records accepted, 0 rejected" in out
-    # ... are in Kafka and in the lake, each once; PostgreSQL has one row per distinct key.
+    # ... are in Kafka, in the lake and in the Delta tables, each once; PostgreSQL has one row per
+    # distinct key.
     keys_in_postgres = {}
-    for table in ("pin", "geo", "user"):  # table | in Kafka | in the lake | distinct keys | PostgreSQL rows
-        row = re.search(rf"│ {table}\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│ ([\d,]+)\s+│", out)
+    for table in ("pin", "geo", "user"):  # table | Kafka | lake | distinct keys | PostgreSQL | Delta | dead
+        row = re.search(rf"│ {table}\s+│" + r" ([\d,]+)\s+│" * 6, out)
         assert row, (table, out)
-        kafka, lake, keys, rows = (number(g) for g in row.groups())
-        assert kafka == lake == posts, table
+        kafka, lake, keys, rows, delta, dead = (number(g) for g in row.groups())
+        assert kafka == lake == delta == posts and dead == 0, table
         assert 0 < keys <= posts and rows == keys, table
         keys_in_postgres[table] = rows
     assert re.search(rf"│ total\s+│ {accepted:,}\s+│ {accepted:,}\s+│", out)
     assert "✓ Kafka holds every record the API accepted" in out
     assert "✓ the lake holds every Kafka record exactly once" in out
     assert "✓ PostgreSQL holds every key" in out
+    assert "✓ the stream's Delta tables hold every Kafka record that parsed, once" in out
+    streams = re.search(r"✓ the stream's Delta tables \(latest row per key\) equal the speed layer \(PostgreSQL\) "
+                        r"value for value: pin ([\d,]+), geo ([\d,]+), user ([\d,]+) rows equal", " ".join(out.split()))
+    assert streams, out
+    assert [number(n) for n in streams.groups()] == [keys_in_postgres[t] for t in ("pin", "geo", "user")]
     assert re.search(r"stream latency, broker acknowledgement to PostgreSQL row: p50 [\d.]+ s, p99 [\d.]+ s", out)
     # The batch job cleaned every record and answered the nine questions.
     assert re.search(rf"│ pin\s+│ {posts}\s+│ 0\s+│ \d+\s+│ \d+\s+│", out)  # raw, quarantined, ...

@@ -313,6 +313,27 @@ class SpeedSettings(BaseModel):
         60, ge=1, description="... and how often a new window starts (the window is a whole number of slides)."
     )
 
+    delta_output: bool = Field(
+        True,
+        description="Also append each micro-batch's clean rows to the lake's Delta tables "
+        "<lake>/stream/pin|geo|user (exactly once, partitioned by dt); false: PostgreSQL only.",
+    )
+    delta_compact_every_batches: int = Field(
+        100, ge=0, description="Compact each Delta table's small files every this many batches (0: never)."
+    )
+    delta_checkpoint_every_batches: int = Field(
+        100, ge=0, description="Write a Delta log checkpoint of each table every this many batches (0: never)."
+    )
+    delta_vacuum_every_batches: int = Field(
+        3600, ge=0, description="Vacuum each Delta table every this many batches (0: never)."
+    )
+    delta_vacuum_retention_hours: int = Field(
+        24,
+        ge=0,
+        description="Vacuum deletes files no longer referenced once they are this old (readers in flight "
+        "and time travel need them until then); the Delta log is kept as long.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:

@@ -5,8 +5,9 @@ the emulator reads back (the original projects' RDS role). Then it runs `pinpipe
 (:func:`pinpipe.up.run_up`) with the emulator for a bounded time: the real processes (API, lake
 sink, stream job, dashboard), drained and stopped cleanly at the end. Then the batch job, then
 the summary, checked: Kafka holds every record the API accepted, the lake holds every Kafka
-record exactly once, PostgreSQL holds every key, and the speed layer's rows equal the batch
-layer's clean tables value for value; with the stream latency and the nine answers.
+record exactly once, PostgreSQL holds every key, the stream's Delta tables hold every record
+that parsed once and their latest rows equal PostgreSQL's, and the speed layer's rows equal the
+batch layer's clean tables value for value; with the stream latency and the nine answers.
 It stops the services it started; with ``keep_running`` it first runs `pinpipe up` again,
 unbounded, for the dashboard, until Ctrl-C.
 """
@@ -84,6 +85,28 @@ def speed_rows(dsn: str) -> dict[Table, int]:
     with psycopg.connect(dsn) as conn:
         return {table: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
                 for table, name in SPEED_TABLES.items()}
+
+
+def dead_letters(dsn: str, topics: dict[Table, str]) -> dict[Table, int]:
+    """Dead letters of each table's topic in the speed layer (records that gave no clean row)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        found = dict(conn.execute("SELECT topic, count(*) FROM pinpipe.dead_letter GROUP BY topic").fetchall())
+    return {table: found.get(topic, 0) for table, topic in topics.items()}
+
+
+def delta_rows(settings: Settings) -> dict[Table, int] | None:
+    """Rows in the stream's Delta tables (0 for one not created yet); None with the output off."""
+    if not settings.speed.delta_output:
+        return None
+    from pinpipe.speed.delta import open_stream_table
+
+    rows = {}
+    for table in Table:
+        delta = open_stream_table(settings, table)
+        rows[table] = delta.to_pyarrow_dataset().count_rows() if delta is not None else 0
+    return rows
 
 
 def stream_latency(dsn: str) -> tuple[float, float] | None:
@@ -186,8 +209,10 @@ def _check(console: Console, ok: bool, text: str, *, warn_only: bool = False) ->
 
 def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int], distinct: dict[Table, int],
                    in_lake: dict[str, int], report: VerifyReport, rows: dict[Table, int],
+                   delta: dict[Table, int] | None, dead: dict[Table, int],
                    latency: tuple[float, float] | None, batch: tuple[BatchResult | None, str] | None,
-                   caught_up: bool, layers: list[LayerComparison] | str | None, console: Console) -> bool:
+                   caught_up: bool, layers: list[LayerComparison] | str | None,
+                   streams: list[LayerComparison] | str | None, console: Console) -> bool:
     """Print what the run did, each figure checked against the others; True when every check passed."""
     from pinpipe.batch.job import read_answers
     from pinpipe.batch.show import print_answers, print_counts
@@ -204,12 +229,14 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
         console.print("[yellow]![/] emulator: no counts (it wrote none: killed before its first second?)")
     console.print(f"ingest API: {accepted:,} records accepted, {int(api.get('rejected') or 0):,} rejected")
 
-    table = RichTable("table", "in Kafka", "in the lake", "distinct keys", "PostgreSQL rows", title="records")
+    table = RichTable("table", "in Kafka", "in the lake", "distinct keys", "PostgreSQL rows", "Delta rows",
+                      "dead letters", title="records")
     for name in Table:
         table.add_row(name.value, f"{held[name]:,}", f"{in_lake.get(name.value, 0):,}", f"{distinct[name]:,}",
-                      f"{rows[name]:,}")
+                      f"{rows[name]:,}", f"{delta[name]:,}" if delta is not None else "off", f"{dead[name]:,}")
     table.add_row("[bold]total[/]", f"[bold]{sum(held.values()):,}[/]",
-                  f"[bold]{sum(in_lake.get(name.value, 0) for name in Table):,}[/]", "", "")
+                  f"[bold]{sum(in_lake.get(name.value, 0) for name in Table):,}[/]", "", "",
+                  f"[bold]{sum(delta.values()):,}[/]" if delta is not None else "", f"{sum(dead.values()):,}")
     console.print(table)
     if latency is not None:
         console.print(f"stream latency, broker acknowledgement to PostgreSQL row: p50 {latency[0]:.2f} s,"
@@ -232,6 +259,19 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
     _check(console, caught_up, "PostgreSQL holds every key (rows == distinct keys in Kafka)" if caught_up
            else "the stream job had not caught up when the run stopped (it resumes from its checkpoint)",
            warn_only=True)
+    if delta is not None and caught_up:
+        # Delta gets every record that parsed (a batch is appended after its PostgreSQL commit).
+        missing = {t.value: held[t] - dead[t] - delta[t] for t in Table if held[t] != dead[t] + delta[t]}
+        passed &= _check(console, not missing, "the stream's Delta tables hold every Kafka record that parsed,"
+                         " once (Delta rows + dead letters == records in Kafka)"
+                         + (f"; Kafka minus both: {missing}" if missing else ""))
+    if isinstance(streams, str):
+        _check(console, False, f"the Delta tables and PostgreSQL not compared: {streams}", warn_only=True)
+    elif streams is not None:
+        counts = ", ".join(f"{c.table.value} {c.equal_rows:,}" for c in streams)
+        differences = "".join(f"; {d}" for c in streams for d in c.differences)
+        passed &= _check(console, all(c.ok for c in streams), "the stream's Delta tables (latest row per key)"
+                         f" equal the speed layer (PostgreSQL) value for value: {counts} rows equal" + differences)
 
     if batch is not None:
         result, error = batch
@@ -253,12 +293,13 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
     return passed
 
 
-def _compare_layers(settings: Settings, dsn: str) -> list[LayerComparison] | str:
-    """The layers compared, or why they were not (no DuckDB, a remote lake)."""
-    from pinpipe.serve.reconcile import compare_layers
+def _compare_layers(settings: Settings, dsn: str, *, stream: bool = False) -> list[LayerComparison] | str:
+    """The layers compared (the stream's Delta tables with ``stream``), or why they were not (no
+    DuckDB, a remote lake)."""
+    from pinpipe.serve.reconcile import compare_layers, compare_stream_tables
 
     try:
-        return compare_layers(settings, dsn)
+        return (compare_stream_tables if stream else compare_layers)(settings, dsn)
     except (ImportError, NotImplementedError) as exc:
         return str(exc)
 
@@ -354,17 +395,22 @@ def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, ra
                                         expected=accepted)
         in_lake, report = _lake_records(settings), verify_lake(settings, bootstrap)
         rows, latency = speed_rows(dsn), stream_latency(dsn)
+        delta, dead = delta_rows(settings), dead_letters(dsn, topics)
     batch_outcome = _run_batch(settings, console) if batch else None
     distinct_keys = {t: distinct[topics[t]] for t in Table}
     # Only a stream that took every record can equal the batch layer, which took them all.
     caught_up = all(rows[t] == distinct_keys[t] for t in Table)
+    streams: list[LayerComparison] | str | None = None
+    if delta is not None:
+        streams = _compare_layers(settings, dsn, stream=True) if caught_up else "the stream job had not caught up"
     layers: list[LayerComparison] | str | None = None
     if batch_outcome is not None and batch_outcome[0] is not None:
         layers = _compare_layers(settings, dsn) if caught_up else "the stream job had not caught up"
     passed = _print_summary(
         settings, last_run=last_run, held={t: held[topics[t]] for t in Table},
-        distinct=distinct_keys, in_lake=in_lake, report=report, rows=rows,
-        latency=latency, batch=batch_outcome, caught_up=caught_up, layers=layers, console=console,
+        distinct=distinct_keys, in_lake=in_lake, report=report, rows=rows, delta=delta, dead=dead,
+        latency=latency, batch=batch_outcome, caught_up=caught_up, layers=layers, streams=streams,
+        console=console,
     )
     verdict = "every check passed" if passed else "[red]a check failed[/]"
     console.print(f"demo finished in {time.monotonic() - began:.0f} s: {verdict}")

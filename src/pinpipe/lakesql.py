@@ -2,7 +2,10 @@
 
 Views: ``pin``, ``geo``, ``"user"`` (quoted: a reserved word) and ``users`` (the same), one row
 per natural key (the latest ``dt`` partition wins, like the batch job), ``posts`` (the three
-joined on ``ind``) and one view per answer (``top_category_by_country``, ...). Only what
+joined on ``ind``) and one view per answer (``top_category_by_country``, ...). Beside them the
+stream job's Delta tables, every record as it arrived: ``stream_pin``, ``stream_geo``,
+``stream_user`` (clean columns, arrival columns, ``dt``), read through delta-rs as Arrow
+datasets (DuckDB's delta extension cannot be downloaded here, and is not needed). Only what
 exists in the lake gets a view. The role Presto played in the original projects.
 """
 
@@ -13,7 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from pinpipe.config import Settings
-from pinpipe.events import CLEAN_COLUMNS
+from pinpipe.events import CLEAN_COLUMNS, Table
+
+STREAM_VIEWS: dict[Table, str] = {table: f"stream_{table.value}" for table in Table}
+"""The view of each stream Delta table."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,24 @@ def lake_views(settings: Settings) -> dict[str, str]:
     return views
 
 
+def stream_datasets(settings: Settings) -> dict[str, Any]:
+    """The stream's Delta tables that exist, as Arrow datasets of their current version, by view
+    name (:data:`STREAM_VIEWS`); none without the ``deltalake`` package."""
+    import importlib.util
+
+    _lake_dir(settings)  # a local lake, as for the other views
+    if importlib.util.find_spec("deltalake") is None:  # pragma: no cover - depends on the install
+        return {}
+    from pinpipe.speed.delta import open_stream_table
+
+    datasets = {}
+    for table, view in STREAM_VIEWS.items():
+        delta = open_stream_table(settings, table)
+        if delta is not None:
+            datasets[view] = delta.to_pyarrow_dataset()
+    return datasets
+
+
 def connect(settings: Settings) -> Any:
     """An in-memory DuckDB connection with the lake's views (UTC time zone)."""
     try:
@@ -80,6 +104,8 @@ def connect(settings: Settings) -> Any:
     con.execute("SET TimeZone = 'UTC'")
     for statement in lake_views(settings).values():
         con.execute(statement)
+    for view, dataset in stream_datasets(settings).items():
+        con.register(view, dataset)  # a view DuckDB scans with projection and filter pushdown
     return con
 
 

@@ -60,11 +60,13 @@ TEST_WARMUP_ROWS = 50
 """Tests check what the stream writes, not how fast its first batches are: a short warm-up."""
 
 
-def speed_settings(prefix: str, **speed: object) -> Settings:
+def speed_settings(prefix: str, *, lake: str | None = None, **speed: object) -> Settings:
+    """The stream tests' settings; the Delta output only with a ``lake`` root (its own tests)."""
     return Settings(
         broker={"topic_prefix": prefix, "partitions": 2},
         batch={"spark_master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"},
-        speed={"trigger_s": 0.5, "warmup_rows": TEST_WARMUP_ROWS, **speed},
+        lake={"root": lake},
+        speed={"trigger_s": 0.5, "warmup_rows": TEST_WARMUP_ROWS, "delta_output": lake is not None, **speed},
     )
 
 

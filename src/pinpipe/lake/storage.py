@@ -50,6 +50,29 @@ def lake_root(settings: Settings) -> str:
     return settings.lake.root or str(settings.data_dir / "lake")
 
 
+def delta_storage_options(settings: Settings) -> dict[str, str] | None:
+    """The lake for delta-rs (the stream's Delta tables): its storage options for an ``s3://``
+    root, from the same ``lake.*`` settings as :meth:`LakeStorage.from_settings`; None when local.
+
+    A commit's put-if-absent is S3's conditional write (``If-None-Match``, honoured by AWS S3,
+    MinIO and moto): two writers cannot both create one log version, and no DynamoDB is needed.
+    """
+    if not lake_root(settings).startswith("s3://"):
+        return None
+    lake = settings.lake
+    options = {"conditional_put": "etag"}
+    if lake.s3_endpoint_url:
+        options["AWS_ENDPOINT_URL"] = lake.s3_endpoint_url
+        if lake.s3_endpoint_url.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    if lake.s3_region:
+        options["AWS_REGION"] = lake.s3_region
+    if lake.s3_access_key_id and lake.s3_secret_access_key:
+        options["AWS_ACCESS_KEY_ID"] = lake.s3_access_key_id
+        options["AWS_SECRET_ACCESS_KEY"] = lake.s3_secret_access_key.get_secret_value()
+    return options
+
+
 @dataclass(frozen=True)
 class StoredFile:
     path: str  # relative to the lake root, "/"-separated

@@ -5,9 +5,10 @@ cleans each record with its table's rules from the batch job into one DataFrame 
 row output (clean rows of the three tables, unparseable records; :func:`stream_outputs`).
 Each micro-batch of it is one Spark job without a shuffle, collected once as Arrow and written by
 :class:`~pinpipe.speed.writer.PostgresWriter` in one transaction that also records the batch
-id and adds the real-time metric counts (in SQL, :mod:`pinpipe.speed.metrics`). The Kafka
-offsets live in the Spark checkpoint; a crash replays the last batch with the same offsets and
-id, which the writer recognises.
+id and adds the real-time metric counts (in SQL, :mod:`pinpipe.speed.metrics`), then appended
+to the lake's Delta tables by :class:`~pinpipe.speed.delta.DeltaWriter` (``speed.delta_output``;
+why in that order: :mod:`pinpipe.speed.delta`). The Kafka offsets live in the Spark checkpoint;
+a crash replays the last batch with the same offsets and id, which both writers recognise.
 """
 
 from __future__ import annotations
@@ -219,7 +220,8 @@ def split_outputs(collected: Any) -> dict[str, Any]:
 
 
 class MicroBatchHandler:
-    """The ``foreachBatch`` function: collect the outputs once, write them in one transaction."""
+    """The ``foreachBatch`` function: collect the outputs once, write them in one transaction,
+    then append them to the Delta tables (when ``speed.delta_output``)."""
 
     def __init__(
         self, settings: Settings, dsn: str, checkpoint: str, metrics: StreamMetrics | None = None
@@ -237,6 +239,11 @@ class MicroBatchHandler:
             poster_window_s=speed.poster_window_s,
             poster_slide_s=speed.poster_slide_s,
         )
+        self.delta = None
+        if speed.delta_output:
+            from pinpipe.speed.delta import DeltaWriter
+
+            self.delta = DeltaWriter.from_settings(settings)
         self._query_id: str | None = None
         self.query: StreamingQuery | None = None  # set by start_stream, for progress in the log
 
@@ -261,13 +268,17 @@ class MicroBatchHandler:
 
             # (the lag follows from the query's progress: run_stream's loop keeps it current)
             self.metrics.committed(outputs, collected[BROKER_TIMESTAMP])
+        # After PostgreSQL, the serving store: a crash between the two is safe (either replay
+        # skips the side that has the batch), and PostgreSQL's latency does not include Delta's.
+        delta = self.delta.write(self.query_id(), batch_id, clean) if self.delta is not None else None
         phases = self._trigger_phases()
         log.info(
-            "batch %d (spark %.2f s, postgres %.2f s, handler %.2f s%s): %s%s, %d dead letters, "
+            "batch %d (spark %.2f s, postgres %.2f s%s, handler %.2f s%s): %s%s, %d dead letters, "
             "%d late metric rows dropped",
             batch_id,
             collected_at - began,
             done - collected_at,
+            f", {delta.describe()}" if delta is not None else "",
             time.monotonic() - began,
             phases,
             "replayed (already written)" if outcome.replayed else "upserted ",
@@ -296,6 +307,8 @@ class MicroBatchHandler:
 
     def close(self) -> None:
         self.writer.close()
+        if self.delta is not None:
+            self.delta.close()
 
 
 def start_stream(
