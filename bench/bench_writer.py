@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -139,11 +140,14 @@ def main() -> int:
     settings = Settings(data_dir=data_dir)  # PINPIPE_* still apply (a configured DSN is used)
     tables = generate_tables(rows=11_154)
     results = []
-    with postgres_dsn(settings) as dsn:
-        for records in args.records:
-            for label, baseline in (("pinpipe (Arrow CSV COPY)", False), ("baseline (rows)", True)):
-                print(f"[{label}] {records} records per table ...", file=sys.stderr)
-                results.append((label, records, run(dsn, tables, records, args.batches, baseline)))
+    try:
+        with postgres_dsn(settings) as dsn:
+            for records in args.records:
+                for label, baseline in (("pinpipe (Arrow CSV COPY)", False), ("baseline (rows)", True)):
+                    print(f"[{label}] {records} records per table ...", file=sys.stderr)
+                    results.append((label, records, run(dsn, tables, records, args.batches, baseline)))
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)  # its PostgreSQL data: ~250 MB a run
     print("| writer | records/table | s per batch p50 | p95 | records/s | p50 ratio |")
     print("|---|---|---|---|---|---|")
     for label, records, result in results:

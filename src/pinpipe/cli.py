@@ -107,14 +107,28 @@ def _print_statuses(statuses) -> None:
 @services_app.command("up")
 def services_up(ctx: typer.Context) -> None:
     """Start the embedded broker and PostgreSQL in the background (those not configured external)."""
+    import signal
+
     from pinpipe.services.errors import ServiceError
     from pinpipe.services.resolve import services_up as up
 
+    interrupted = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        interrupted.append(signum)  # inside a C callback the KeyboardInterrupt becomes a SystemError
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
     try:
         statuses = up(_settings(ctx))
     except ServiceError as error:  # what this command started is stopped again
         err_console.print(f"[red]services up failed:[/] {error}")
         raise typer.Exit(1) from error
+    except Exception:
+        if not interrupted:
+            raise
+        err_console.print("[yellow]interrupted[/]: stopped what was started")
+        raise typer.Exit(130) from None
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: stopped what was started")
         raise typer.Exit(130) from None

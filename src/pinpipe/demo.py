@@ -18,6 +18,7 @@ import json
 import shutil
 import signal
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -319,8 +320,16 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
     if running is not None:
         console.print(f"[red]pinpipe up is already running[/] (pid {running['pid']}): `pinpipe down` stops it")
         return 1
-    # SIGTERM as Ctrl-C: the `finally` below stops what the demo started.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM as Ctrl-C: the `finally` below stops what the demo started. The flag tells an
+    # interruption from a failure even when the KeyboardInterrupt surfaced inside a C callback
+    # (confluent-kafka's), where Python turns it into a SystemError.
+    interrupted = threading.Event()
+
+    def interrupt(signum: int, frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     started: list[str] = []
     try:
         with console.status("starting the embedded broker and PostgreSQL"):
@@ -346,16 +355,19 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
         console.print("[yellow]interrupted[/]")
         return INTERRUPTED
     except Exception as error:  # a service that cannot start, the batch step, the summary
+        if interrupted.is_set():
+            console.print("[yellow]interrupted[/]")
+            return INTERRUPTED
         report_failure(console, settings, "pinpipe demo", error)
         return 1
     finally:
         # A second Ctrl-C must not cut the clean-up short.
-        interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
         with console.status("stopping what the demo started"):
             stop_services(settings, started, tell)
-        signal.signal(signal.SIGINT, interrupt)
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, rate: float, duration_s: float,
