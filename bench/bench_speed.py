@@ -173,7 +173,7 @@ def post_records(index: int, uid: str) -> dict:
     }
 
 
-def load_via_kafka(settings, bootstrap: str, args, linger_ms: float, acked: dict[str, float], tick) -> int:
+def load_via_kafka(settings, bootstrap: str, args, linger_ms: float, acked: dict[str, float], tick) -> tuple[int, int, float]:
     """Produce ``rate`` posts/s straight to the topics, batched as the API's producer batches;
     returns records acknowledged, posts sent and how long the load took (with the last flush)."""
     from confluent_kafka import Producer
@@ -209,7 +209,7 @@ def load_via_kafka(settings, bootstrap: str, args, linger_ms: float, acked: dict
     return delivered_records[0], sent, time.monotonic() - began
 
 
-def load_via_api(url: str, args, acked: dict[str, float], tick) -> int:
+def load_via_api(url: str, args, acked: dict[str, float], tick) -> tuple[int, int, float]:
     """Run the emulator against the ingest API at ``rate`` posts/s; returns records accepted,
     posts sent and how long the load took (longer than planned when it fell behind)."""
     from pinpipe.source.emulator import Emulator, EmulatorPlan
