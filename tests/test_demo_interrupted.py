@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pinpipe.services.state import pid_is_alive
+from pinpipe.services.state import pid_is_alive, process_cmdline, process_table
 from tests.test_demo import demo_env, processes_of
 
 pytestmark = pytest.mark.integration
@@ -44,16 +44,7 @@ def _recorded_pids(run_dir: Path) -> set[int]:
 
 def _children(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of the live direct children of ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError):
-            continue
-        if int(ppid) == pid and state != "Z":
-            found.append((int(stat.parent.name), cmdline))
-    return found
+    return [(p.pid, process_cmdline(p.pid)) for p in process_table() if p.ppid == pid and p.state != "Z"]
 
 
 def _wait_for(condition: Callable[[], bool], what: str, process: subprocess.Popen, log: Path,
@@ -128,16 +119,9 @@ def test_services_up_that_fails_leaves_what_ran_before_as_it_was(traversable_dir
 
 def _jvm_started(directory: Path) -> Callable[[], bool]:
     def started() -> bool:
-        return any("java" in _cmdline(pid) for pid in processes_of(directory))
+        return any("java" in process_cmdline(pid) for pid in processes_of(directory))
 
     return started
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 @pytest.mark.parametrize("moment", ["set-up", "stream warm-up", "batch step"])

@@ -337,8 +337,9 @@ def _duration_tick(run: UpRun) -> None:
 # --- draining and the final figures -------------------------------------------------------------
 
 
-def _scrape_totals(url: str | None, attempts: int = 5) -> dict:
-    """Totals from one component's /metrics ({} if it cannot be scraped after ``attempts``)."""
+def _api_totals(url: str | None, attempts: int = 5) -> dict:
+    """The ingest API's record totals from its /metrics ({} if it cannot be scraped after
+    ``attempts``)."""
     from pinpipe.serve.dashboard.scrape import scrape
 
     if not url:
@@ -354,9 +355,6 @@ def _scrape_totals(url: str | None, attempts: int = 5) -> dict:
         "accepted": result.total("pinpipe_ingest_records_total", outcome="accepted"),
         "rejected": result.total("pinpipe_ingest_records_total", outcome="rejected"),
         "failed": result.total("pinpipe_ingest_records_total", outcome="failed"),
-        "lake_consumed": result.total("pinpipe_lake_records_consumed_total"),
-        "lake_written": result.total("pinpipe_lake_records_written_total"),
-        "stream_lag": result.total("pinpipe_stream_consumer_lag"),
     }
 
 
@@ -424,7 +422,7 @@ def _drain(run: UpRun) -> dict:
     from pinpipe.speed.job import checkpoint_location
 
     urls = {c.name: c.metrics_url for c in run.components}
-    api = _scrape_totals(urls.get("api"))
+    api = _api_totals(urls.get("api"))
     if not api:
         run.event("api", "its /metrics cannot be read: stopping without waiting for the consumers")
         return {}
@@ -440,7 +438,7 @@ def _drain(run: UpRun) -> dict:
     while time.monotonic() < deadline:
         time.sleep(0.5)
         # Requests in flight when the source stopped still complete: read the API again each round.
-        latest = _scrape_totals(urls.get("api"), attempts=1) or api
+        latest = _api_totals(urls.get("api"), attempts=1) or api
         settled, api = latest == api, latest
         ends = partition_ends(client, partitions, timeout_s=5.0)
         behind = {}
@@ -671,6 +669,7 @@ def _resolved_dsn(settings: Settings) -> str:
 def _end_process_group(pgid: int, timeout_s: float) -> None:
     """SIGTERM what is left of process group ``pgid``, wait up to ``timeout_s`` until it is gone
     (zombies count as gone), then SIGKILL it."""
+    from pinpipe.services.state import process_table
 
     def alive() -> bool:
         try:
@@ -679,14 +678,7 @@ def _end_process_group(pgid: int, timeout_s: float) -> None:
             return False
         if not Path("/proc/self").exists():  # no procfs: a zombie cannot be told apart
             return True
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-            except (OSError, IndexError, ValueError):
-                continue
-            if int(pgrp) == pgid and state != "Z":
-                return True
-        return False
+        return any(p.pgrp == pgid and p.state != "Z" for p in process_table())
 
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         if not alive():

@@ -12,7 +12,7 @@ from pinpipe.services.postgres import (
     mask_dsn,
     postgres_is_healthy,
 )
-from pinpipe.services.state import pid_is_alive
+from pinpipe.services.state import pid_is_alive, process_cmdline, process_table
 
 
 def _uid_of(pid: int) -> int:
@@ -148,11 +148,4 @@ def test_a_server_that_starts_but_cannot_be_used_is_stopped_again(traversable_di
         server.start()
 
     assert not server.is_running()
-    assert [pid for pid in os.listdir("/proc") if pid.isdigit() and str(data_dir) in _cmdline(pid)] == []
-
-
-def _cmdline(pid: str) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:  # exited meanwhile
-        return ""
+    assert [p.pid for p in process_table() if str(data_dir) in process_cmdline(p.pid)] == []

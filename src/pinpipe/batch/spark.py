@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pinpipe.config import Settings
-from pinpipe.services.state import terminate_pid
+from pinpipe.services.state import process_table, terminate_pid
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -102,12 +102,12 @@ def spark_session(settings: Settings, app_name: str = "pinpipe") -> Iterator[Spa
 def _java_children() -> list[int]:
     """Pids of the live JVMs that are direct children of this process."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-            exe = os.readlink(stat.parent / "exe")
-        except (OSError, ValueError):
+    for entry in process_table():
+        if entry.ppid != os.getpid() or entry.state == "Z":
             continue
-        if int(ppid) == os.getpid() and state != "Z" and Path(exe).name == "java":
-            found.append(int(stat.parent.name))
+        try:
+            if Path(os.readlink(f"/proc/{entry.pid}/exe")).name == "java":
+                found.append(entry.pid)
+        except OSError:  # exited meanwhile
+            continue
     return found

@@ -138,9 +138,9 @@ def archive_speed_state(dsn: str, target: Path) -> dict[str, int]:
     """Copy every :data:`SPEED_STATE_TABLES` table holding rows to ``<target>/<table>.csv``
     (with a header row), then empty them all, in one transaction; returns the rows archived per
     table. For a new embedded broker, whose offsets start again at 0: the earlier rows would
-    mix with the new log's, as the lake and the stream checkpoint are moved aside for it."""
+    mix with the new log's, as the lake and the stream checkpoint are moved aside for it.
+    The schema must be migrated (``pinpipe up`` has just done so)."""
     archived: dict[str, int] = {}
-    apply_migrations(dsn)
     with psycopg.connect(dsn) as conn:
         conn.execute(f"LOCK TABLE {', '.join(SPEED_STATE_TABLES)} IN ACCESS EXCLUSIVE MODE")
         for table in SPEED_STATE_TABLES:

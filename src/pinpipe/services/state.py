@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,27 @@ def process_cmdline(pid: int) -> str:
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode("utf-8", errors="replace").strip()
+
+
+@dataclass(frozen=True)
+class ProcessEntry:
+    """One line of the process table (``/proc/<pid>/stat``)."""
+
+    pid: int
+    state: str  # "R", "S", ... "Z" for a zombie
+    ppid: int
+    pgrp: int
+
+
+def process_table() -> Iterator[ProcessEntry]:
+    """Every process ``/proc`` lists now (none without procfs); one that exits meanwhile is skipped."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name in parentheses may hold spaces: the fields follow its last ")".
+            state, ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        yield ProcessEntry(int(stat.parent.name), state, int(ppid), int(pgrp))
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
