@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -68,17 +69,32 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def broker_is_healthy(client_config: dict, timeout: float = 3.0) -> bool:
-    """True if the broker answers a metadata request within ``timeout`` seconds."""
+def new_cluster_id() -> str:
+    """A cluster id no earlier broker had: ``pinpipe-<12 hex digits>``."""
+    return f"pinpipe-{uuid.uuid4().hex[:12]}"
+
+
+def _metadata(client_config: dict, timeout: float):
+    """The broker's metadata (``ClusterMetadata``), or None if it does not answer in time."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({**client_config, "log_level": 0, "reconnect.backoff.max.ms": 500})
     try:
-        admin.list_topics(timeout=timeout)
+        return admin.list_topics(timeout=timeout)
     except KafkaException:
-        return False
-    return True
+        return None
+
+
+def cluster_id(client_config: dict, timeout: float = 5.0) -> str | None:
+    """The cluster id the broker reports in metadata; None if it does not answer in time."""
+    metadata = _metadata(client_config, timeout)
+    return None if metadata is None else metadata.cluster_id
+
+
+def broker_is_healthy(client_config: dict, timeout: float = 3.0) -> bool:
+    """True if the broker answers a metadata request within ``timeout`` seconds."""
+    return _metadata(client_config, timeout) is not None
 
 
 class EmbeddedBroker:
@@ -87,11 +103,16 @@ class EmbeddedBroker:
     Memory storage: data does not survive :meth:`stop`. Use as a context manager to start on
     enter and stop on exit, or call :meth:`start` / :meth:`stop`. ``start(detach=True)`` puts
     the broker in its own session so it outlives the starting process (``pinpipe up``).
+
+    Every start of a memory-storage broker is a new, empty log, so each gets a new cluster id
+    (:func:`new_cluster_id`): clients compare it with the one they saw before to tell a
+    restarted log from a reconnection (Tansu's own default, ``tansu_cluster``, never changes).
     """
 
-    def __init__(self, log_dir: Path, port: int = 0) -> None:
+    def __init__(self, log_dir: Path, port: int = 0, cluster_id: str | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.requested_port = port
+        self.cluster_id = cluster_id or new_cluster_id()
         self.port: int | None = None
         self.pid: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -140,6 +161,7 @@ class EmbeddedBroker:
             "broker",
             "--listener-url", url,
             "--advertised-listener-url", url,
+            "--cluster-id", self.cluster_id,
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
