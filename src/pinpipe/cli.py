@@ -487,10 +487,12 @@ def lake_verify(ctx: typer.Context) -> None:
     settings = _settings(ctx)
     with kafka_bootstrap(settings) as bootstrap:
         report = verify_lake(settings, bootstrap)
-    table = RichTable("topic", "partition", "records", "offsets", "committed", "duplicates", "gaps", "problems")
+    table = RichTable("topic", "partition", "log", "records", "offsets", "committed", "duplicates", "gaps",
+                      "problems")  # fmt: skip
     for check in report.checks:
         offsets = f"{check.first_offset}..{check.last_offset}" if check.records else "-"
-        table.add_row(check.topic, str(check.partition), f"{check.records:,}", offsets, str(check.committed),
+        table.add_row(check.topic, str(check.partition), str(check.generation), f"{check.records:,}", offsets,
+                      str(check.committed),
                       str(check.duplicates), str(check.gaps), "; ".join(check.problems) or "[green]ok[/]")
     console.print(table)
     if not report.ok:

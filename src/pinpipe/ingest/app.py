@@ -56,6 +56,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What the broker acknowledged, kept in the lake's ledger: how much a broker that came
+        # back empty lost is known even if no sink was running (pinpipe.lake.logs).
+        from pinpipe.lake.logs import ack_recorder
+
         client_config = settings.broker.client_config(bootstrap)
         ingest = settings.ingest
         publisher = Publisher(
@@ -65,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
             linger_ms=ingest.linger_ms,
             queue_max_messages=ingest.queue_max_messages,
             on_broker_error=metrics.broker_error,
+            on_acked=ack_recorder(settings),
         )
         publisher.start()
         metrics.bind_publisher(publisher.queue_depth, lambda: publisher.available)

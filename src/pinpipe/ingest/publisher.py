@@ -23,7 +23,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -110,6 +110,9 @@ class Message:
     headers: list[tuple[str, bytes]] | None = None
 
 
+ACKED_EVERY_S = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """Where an acknowledged record landed."""
@@ -153,6 +156,12 @@ class Publisher:
     ``client_config`` is the broker's librdkafka configuration (bootstrap, security); the
     reliability settings are added here. ``on_broker_error`` (optional) is called with a short
     error kind for every broker-level failure, for metrics.
+
+    ``on_acked`` (optional) is called from the poll thread with the broker's cluster id and the
+    end of what it acknowledged per (topic, partition) (last offset + 1): every
+    ``ACKED_EVERY_S`` when that changed, at once when the broker becomes unreachable (no more
+    acknowledgements can come from that log then), and for the old log when the cluster id
+    changes. It is how a log lost with its broker is accounted for (:mod:`pinpipe.lake.logs`).
     """
 
     def __init__(
@@ -164,6 +173,7 @@ class Publisher:
         linger_ms: float = 20.0,
         queue_max_messages: int = 100_000,
         on_broker_error: Any = None,
+        on_acked: Callable[[str, dict[tuple[str, int], int]], None] | None = None,
     ) -> None:
         self.produce_timeout_s = produce_timeout_s
         self.retry_after_s = retry_after_s
@@ -190,6 +200,11 @@ class Publisher:
         self._recovered = False  # a probe reached the broker while the breaker was open
         self._unavailable_since: float | None = None  # circuit breaker: open while set
         self._next_probe = 0.0
+        self._on_acked = on_acked
+        self.cluster_id: str | None = None  # of the log the acknowledgements below came from
+        self.acked_ends: dict[tuple[str, int], int] = {}
+        self._acked_reported: dict[tuple[str, int], int] = {}
+        self._next_acked_report = 0.0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -238,10 +253,11 @@ class Publisher:
         if producer is None:
             return False
         try:
-            producer.list_topics(timeout=timeout)
+            metadata = producer.list_topics(timeout=timeout)
         except KafkaException:
             self._open_breaker("probe failed")
             return False
+        self._note_cluster(metadata.cluster_id)
         if self._unavailable_since is not None:
             self._recovered = True  # the poll thread renews the producer, then closes the breaker
         return True
@@ -317,7 +333,14 @@ class Publisher:
             raise BrokerUnavailable(
                 "No acknowledgement from Kafka in time; retry later.", self.retry_after_s
             ) from None
-        return self._check(reports)
+        deliveries = self._check(reports)
+        if self._on_acked is not None:
+            ends = self.acked_ends
+            for message, delivery in zip(messages, deliveries):
+                key = (message.topic, delivery.partition)
+                if delivery.offset >= ends.get(key, 0):
+                    ends[key] = delivery.offset + 1
+        return deliveries
 
     def _check(self, reports: list[Any]) -> list[Delivery]:
         refused: KafkaError | None = None
@@ -353,6 +376,8 @@ class Publisher:
             if self._unavailable_since is not None and time.monotonic() >= self._next_probe:
                 self._next_probe = time.monotonic() + max(0.25, self.retry_after_s / 2)
                 self.probe()
+            if self._on_acked is not None:
+                self._report_acked()
             if self._renew or self._recovered:
                 recovered, self._recovered = self._recovered, False
                 self._replace_producer()
@@ -370,6 +395,39 @@ class Publisher:
             logger.warning("all brokers are down")
             self._on_broker_error("all_brokers_down")
             self._open_breaker("all_brokers_down")
+            if self._on_acked is not None:
+                self._report_acked(now=True)
+
+    # --- what was acknowledged, per log ----------------------------------------------------
+
+    def _note_cluster(self, cluster_id: str | None) -> None:
+        """A new cluster id is a new log: report the old log's ends, start counting again."""
+        if cluster_id is None or cluster_id == self.cluster_id:
+            return
+        if self.cluster_id is not None and self._on_acked is not None:
+            self._report_acked(now=True)
+        self.cluster_id, self.acked_ends, self._acked_reported = cluster_id, {}, {}
+
+    def _report_acked(self, now: bool = False) -> None:
+        if self.cluster_id is None:
+            if time.monotonic() >= self._next_acked_report:  # learn the log before its acks
+                self._next_acked_report = time.monotonic() + 1.0
+                try:
+                    self._note_cluster(self._producer.list_topics(timeout=1.0).cluster_id)
+                except KafkaException:
+                    pass
+            return
+        if not now and time.monotonic() < self._next_acked_report:
+            return
+        self._next_acked_report = time.monotonic() + ACKED_EVERY_S
+        ends = dict(self.acked_ends)
+        if ends == self._acked_reported:
+            return
+        try:
+            self._on_acked(self.cluster_id, ends)
+            self._acked_reported = ends
+        except Exception:  # bookkeeping: the next round tries again
+            logger.exception("recording the acknowledged offsets failed")
 
     def _replace_producer(self) -> None:
         self._renew = False

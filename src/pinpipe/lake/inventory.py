@@ -1,8 +1,10 @@
 """``pinpipe lake ls`` and ``pinpipe lake verify``: what the raw layer holds, and is it whole.
 
 ``ls`` reads only Parquet footers (record counts). ``verify`` reads the ``offset`` column of
-every raw file and checks, per topic-partition, that the offsets form one contiguous range
-without duplicates, and that everything the sink's group committed is in the lake.
+every raw file and checks, per topic-partition of each of the broker's logs
+(:mod:`pinpipe.lake.logs`), that the offsets form one contiguous range without duplicates;
+that everything the sink's group committed in the current log is in the lake; and, for a log
+that ended, that everything acknowledged in it (as its sinks and API workers last knew it) is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pyarrow.compute as pc
 from pinpipe.config import Settings
 from pinpipe.events import all_topics
 from pinpipe.lake.layout import RAW_DIR, RawFile, parse_file_name
+from pinpipe.lake.logs import LogLedger
 from pinpipe.lake.storage import LakeStorage
 
 
@@ -57,6 +60,7 @@ class PartitionCheck:
 
     topic: str
     partition: int
+    generation: int = 0  # which log of the broker (pinpipe.lake.logs)
     records: int = 0
     first_offset: int | None = None
     last_offset: int | None = None
@@ -79,12 +83,12 @@ class VerifyReport:
         return all(check.ok for check in self.checks)
 
 
-def lake_offsets(storage: LakeStorage) -> dict[tuple[str, int], pa.Array]:
-    """Every offset present in the lake, per (topic, partition), duplicates kept."""
-    chunks: dict[tuple[str, int], list[pa.Array]] = defaultdict(list)
+def lake_offsets(storage: LakeStorage) -> dict[tuple[str, int, int], pa.Array]:
+    """Every offset present in the lake, per (topic, partition, log generation), duplicates kept."""
+    chunks: dict[tuple[str, int, int], list[pa.Array]] = defaultdict(list)
     for parsed, path, _ in _raw_files(storage):
         column = storage.read_columns(path, ["offset"]).column("offset")
-        chunks[(parsed.topic, parsed.partition)].extend(column.chunks)
+        chunks[(parsed.topic, parsed.partition, parsed.generation)].extend(column.chunks)
     return {key: pa.concat_arrays(parts) for key, parts in chunks.items()}
 
 
@@ -114,10 +118,18 @@ def verify_lake(settings: Settings, bootstrap: str) -> VerifyReport:
     """Check every topic-partition in the lake or committed by the sink's group."""
     storage = LakeStorage.from_settings(settings)
     offsets = lake_offsets(storage)
+    ledger = LogLedger(storage)
+    logs = ledger.logs()
+    current = logs[-1].generation if logs else 0
+    ended = {log.generation: ledger.seen(log.cluster_id) for log in logs[:-1]}
+    reported = {(r.topic, r.partition, r.generation): r for r in ledger.losses()}
     topics = sorted(set(all_topics(settings.broker.topic_prefix)) | {key[0] for key in offsets})
-    committed = committed_offsets(settings, bootstrap, topics)
+    committed = {(*key, current): offset
+                 for key, offset in committed_offsets(settings, bootstrap, topics).items()}  # fmt: skip
+    acknowledged = {(*key, generation): end for generation, ends in ended.items()
+                    for key, end in ends.items()}  # fmt: skip
     checks = []
-    for key in sorted(set(offsets) | set(committed)):
+    for key in sorted(set(offsets) | set(committed) | set(acknowledged)):
         check = PartitionCheck(*key, committed=committed.get(key))
         present = offsets.get(key)
         if present is not None and len(present):
@@ -136,6 +148,13 @@ def verify_lake(settings: Settings, bootstrap: str) -> VerifyReport:
         if check.committed is not None and check.committed > end:
             check.problems.append(
                 f"committed offset {check.committed} but the lake ends at {end}: records lost"
+            )
+        if acknowledged.get(key, 0) > end:
+            lost = acknowledged[key] - end
+            said = "reported" if key in reported else "NOT reported before"
+            check.problems.append(
+                f"{lost} acknowledged records lost with log {key[2]} (offsets {end}.."
+                f"{acknowledged[key] - 1}; {said})"
             )
         checks.append(check)
     return VerifyReport(checks)

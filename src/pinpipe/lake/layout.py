@@ -1,7 +1,9 @@
 """Where a record lands in the lake's raw layer: table, date partition and file name.
 
 ``raw/<table>/dt=<YYYY-MM-DD>/<topic>+<partition>+<first offset, 20 digits>.parquet``
-(DATA_SPEC.md section 5). The table is the topic's suffix (``<prefix>.pin`` -> ``pin``); the
+(DATA_SPEC.md section 5). When the broker's log started again empty (a memory-storage broker
+restarted: offsets begin again at 0, see :mod:`pinpipe.lake.logs`), the files of the n-th later
+log end in ``+<n>.parquet``, so they never replace a file of an earlier log. The table is the topic's suffix (``<prefix>.pin`` -> ``pin``); the
 dead-letter topic ``<prefix>.dlq`` goes to ``_dlq``. The date is the UTC day of the broker
 timestamp. Kafka topic names never contain ``+``, so the name splits back unambiguously.
 
@@ -49,13 +51,16 @@ def dt_value(day: int) -> str:
     return (_EPOCH + timedelta(days=day)).isoformat()
 
 
-def file_name(topic: str, partition: int, first_offset: int) -> str:
-    return f"{topic}+{partition}+{first_offset:0{OFFSET_DIGITS}d}{SUFFIX}"
+def file_name(topic: str, partition: int, first_offset: int, generation: int = 0) -> str:
+    log = f"+{generation}" if generation else ""
+    return f"{topic}+{partition}+{first_offset:0{OFFSET_DIGITS}d}{log}{SUFFIX}"
 
 
-def file_path(table: str, day: int, topic: str, partition: int, first_offset: int) -> str:
+def file_path(table: str, day: int, topic: str, partition: int, first_offset: int,
+              generation: int = 0) -> str:  # fmt: skip
     """The file's path relative to the lake root (always ``/``-separated)."""
-    return f"{RAW_DIR}/{table}/dt={dt_value(day)}/{file_name(topic, partition, first_offset)}"
+    name = file_name(topic, partition, first_offset, generation)
+    return f"{RAW_DIR}/{table}/dt={dt_value(day)}/{name}"
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class RawFile:
     topic: str
     partition: int
     first_offset: int
+    generation: int = 0  # which log of the broker: 0 the first, n after n restarts that emptied it
 
 
 def parse_file_name(path: str) -> RawFile | None:
@@ -77,7 +83,8 @@ def parse_file_name(path: str) -> RawFile | None:
     table, dt_dir, name = parts[-3], parts[-2], parts[-1]
     if name.startswith((".", "_")) or not name.endswith(SUFFIX) or not dt_dir.startswith("dt="):
         return None
-    fields = name[: -len(SUFFIX)].rsplit("+", 2)
-    if len(fields) != 3 or not fields[1].isdigit() or not fields[2].isdigit():
+    fields = name[: -len(SUFFIX)].split("+")
+    if len(fields) not in (3, 4) or not all(field.isdigit() for field in fields[1:]):
         return None
-    return RawFile(table, dt_dir[3:], fields[0], int(fields[1]), int(fields[2]))
+    generation = int(fields[3]) if len(fields) == 4 else 0
+    return RawFile(table, dt_dir[3:], fields[0], int(fields[1]), int(fields[2]), generation)

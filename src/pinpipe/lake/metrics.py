@@ -50,6 +50,21 @@ class SinkMetrics:
         self.buffered_bytes = Gauge(
             "pinpipe_lake_buffered_bytes", "Value bytes held in memory, not yet written.", registry=r
         )
+        self.broker_up = Gauge(
+            "pinpipe_lake_broker_up",
+            "1 while the sink can reach the broker (fetch and commit), 0 while it cannot.",
+            registry=r,
+        )
+        self.log_generation = Gauge(
+            "pinpipe_lake_log_generation",
+            "Which log of the broker the sink reads: 0 the first, n after n restarts that emptied it.",
+            registry=r,
+        )
+        self.records_lost = Counter(
+            "pinpipe_lake_records_lost",
+            "Acknowledged records of an ended broker log that never reached the lake (at least).",
+            ["topic"], registry=r,
+        )  # fmt: skip
         self.errors = Counter(
             "pinpipe_lake_errors", "Errors by kind (storage_retry, storage, commit, consumer).",
             ["kind"], registry=r,

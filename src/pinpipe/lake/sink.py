@@ -28,6 +28,13 @@ reason other than losing the partition stops the sink. The earlier files of a ro
 deterministic boundaries, so a re-run writes them identically (same records; only
 ``written_at`` differs).
 
+When the broker becomes unreachable, the sink writes out every record it had fetched (so only
+records it never fetched can be lost with a broker that keeps its log in memory), writes nothing
+more, and waits for the broker: if the same log comes back (same cluster id) it commits and goes
+on; if an empty new log comes back, it reports what the old log held beyond the lake
+(:mod:`pinpipe.lake.logs`), and reads the new log from its start into files of the next
+generation, which never replace the old log's.
+
 Limit: a "zombie" that lost its partitions without noticing (a session timeout while blocked
 in storage retries) could still replace a file the new owner wrote. Partitions reported lost
 (``on_lost``) are dropped without writing, and ``pinpipe lake verify`` detects duplicates.
@@ -55,6 +62,7 @@ from pinpipe.events import all_topics
 from pinpipe.lake.encode import encode_records, to_parquet_bytes
 from pinpipe.lake.errors import SinkStopped, StorageError
 from pinpipe.lake.layout import MS_PER_DAY, file_path, table_for_topic
+from pinpipe.lake.logs import LogLedger, LogTracker, LostRange
 from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.storage import LakeStorage
 
@@ -66,6 +74,14 @@ RECORD_OVERHEAD_BYTES = 200
 # Commit errors meaning "this consumer no longer owns the partitions": drop, do not stop.
 _LOST_OWNERSHIP = {"REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID",
                    "FENCED_INSTANCE_ID", "_STATE", "_ASSIGNMENT_LOST"}  # fmt: skip
+# Errors meaning "the broker cannot be reached now": wait for it, do not stop.
+_UNREACHABLE = {"_TRANSPORT", "_ALL_BROKERS_DOWN", "_TIMED_OUT", "_WAIT_COORD", "_MSG_TIMED_OUT",
+                "COORDINATOR_NOT_AVAILABLE", "NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS",
+                "REQUEST_TIMED_OUT", "_RESOLVE", "_NO_OFFSET"}  # fmt: skip
+# How often the sink says it is still waiting for an unreachable broker.
+_WAITING_LOG_EVERY_S = 15.0
+# How often the sink asks the broker's cluster id while all is well.
+LOG_CHECK_EVERY_S = 5.0
 
 
 @dataclass
@@ -76,6 +92,7 @@ class SinkStats:
     parquet_bytes: int = 0
     files: int = 0
     commits: int = 0
+    lost: list[LostRange] = field(default_factory=list)  # of broker logs that ended meanwhile
     records_by_table: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
 
@@ -151,6 +168,9 @@ class LakeSink:
         self._buffered = 0
         self._failure: BaseException | None = None
         self._consumer = None
+        self.logs = LogTracker(LogLedger(self.storage))
+        self._uncommitted: dict[TopicPartitionKey, int] = {}  # written while the broker was away
+        self._broker_lost_at: float | None = None
 
     def positions(self) -> dict[TopicPartitionKey, int]:
         """Next offset the sink will take, per assigned topic-partition (safe from any thread)."""
@@ -171,23 +191,33 @@ class LakeSink:
             "queued.max.messages.kbytes": self.lake.fetch_queue_kbytes,
             "enable.partition.eof": False,
             "client.id": "pinpipe-lake-sink",
+            "error_cb": self._on_client_error,
         }
+
+    def _subscribe(self) -> None:
+        from confluent_kafka import Consumer
+
+        self._consumer = Consumer(self.consumer_config())
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
 
     def run(self) -> SinkStats:
         """Consume until stopped; returns the stats or raises :class:`SinkStopped`."""
-        from confluent_kafka import Consumer
-
         started = time.monotonic()
-        self._consumer = consumer = Consumer(self.consumer_config())
-        consumer.subscribe(
-            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        self._subscribe()
         log.info("lake sink: %s -> %s (group %s)", self.topics, self.storage.display,
                  self.lake.sink_group_id)  # fmt: skip
         next_housekeeping = 0.0
         try:
+            cluster = self._wait_for_broker()
+            if cluster is not None:
+                self._enter_log(cluster)
+            next_log_check = time.monotonic() + LOG_CHECK_EVERY_S
             while not self.stop_event.is_set():
-                messages = consumer.consume(self.lake.consume_batch, 0.25)
+                messages = self._consumer.consume(self.lake.consume_batch, 0.25)
+                if self._broker_lost_at is not None:
+                    self._hold_fetching()  # before the broker can come back
                 self._raise_failure()
                 if messages:
                     self._add(messages)
@@ -196,8 +226,18 @@ class LakeSink:
                     self._close_aged(now)
                     self._update_lag()
                     next_housekeeping = now + 0.25
+                if now >= next_log_check and self._broker_lost_at is None:
+                    # A backstop: a broker restarted faster than the sink noticed it was gone.
+                    next_log_check = now + LOG_CHECK_EVERY_S
+                    cluster = self._cluster_id(timeout=1.0)
+                    if cluster is not None and not self._same_log(cluster):
+                        log.error("lake sink: the broker's log changed under the sink (cluster %s)",
+                                  cluster)  # fmt: skip
+                        self._broker_lost_at = now
                 if self._closed:
                     self._flush_round()
+                if self._broker_lost_at is not None:
+                    self._ride_out_broker_loss()
             self._close_all()
             self._flush_round()
         except BaseException:
@@ -255,8 +295,20 @@ class LakeSink:
         log.info("lake sink: revoked %s", sorted(keys))
 
     def _on_lost(self, consumer, partitions) -> None:
-        """Another member may own these now: drop their buffers, write nothing."""
+        """Another member may own these now: drop their buffers, write nothing. Unless the
+        broker is gone (then no other member can read them): write them out, as a crash after
+        writing and before committing would have (no commit follows; see the module docstring)."""
         keys = {(tp.topic, tp.partition) for tp in partitions}
+        if self._failure is None and not self._same_log(self._cluster_id(1.0, consumer)):
+            if self._broker_lost_at is None:
+                self._broker_lost_at = time.monotonic()
+                self.metrics.broker_up.set(0)
+            try:
+                for key in keys:
+                    self._close(key)
+                self._uncommitted.update(self._write_closed())
+            except BaseException as exc:  # raised inside librdkafka's callback: report in run()
+                self._failure = exc
         self._forget(keys)
         log.warning("lake sink: lost %s; their buffered records are left to the new owner",
                     sorted(keys))  # fmt: skip
@@ -284,6 +336,98 @@ class LakeSink:
         if error.fatal():
             raise SinkStopped(f"fatal consumer error: {error}")
         log.warning("lake sink: consumer error: %s", error)
+
+    # --- the broker going away -------------------------------------------------------------
+
+    def _on_client_error(self, error) -> None:
+        """librdkafka's error callback (inside ``consume``): note that the broker is gone."""
+        if error.name() == "_ALL_BROKERS_DOWN" and self._broker_lost_at is None:
+            self._broker_lost_at = time.monotonic()
+            self.metrics.broker_up.set(0)
+            self.metrics.errors.labels("broker").inc()
+
+    def _cluster_id(self, timeout: float, consumer=None) -> str | None:
+        from confluent_kafka import KafkaException
+
+        consumer = consumer or self._consumer
+        if consumer is None:
+            return None
+        try:
+            return consumer.list_topics(timeout=timeout).cluster_id or ""
+        except KafkaException:
+            return None
+
+    def _same_log(self, cluster: str | None) -> bool:
+        """False when the broker does not answer or answers with another log's cluster id."""
+        current = self.logs.current
+        return cluster is not None and (current is None or cluster == current.cluster_id)
+
+    def _hold_fetching(self) -> None:
+        """Pause every partition: a broker that comes back may hold another, empty log, whose
+        records must not be taken for the old log's (the cluster id is checked first)."""
+        consumer = self._consumer
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                consumer.pause(consumer.assignment())
+
+    def _wait_for_broker(self) -> str | None:
+        """The cluster id, once the broker answers (None if stopped first)."""
+        since = time.monotonic()
+        said = since
+        while not self.stop_event.is_set():
+            cluster = self._cluster_id(timeout=2.0)
+            if cluster is not None:
+                self.metrics.broker_up.set(1)
+                return cluster
+            if time.monotonic() - said >= _WAITING_LOG_EVERY_S:
+                said = time.monotonic()
+                log.warning("lake sink: the broker has not answered for %.0f s; waiting for it",
+                            said - since)  # fmt: skip
+        return None
+
+    def _enter_log(self, cluster: str) -> None:
+        """Read the log of ``cluster``; a new log means the one before ended: report its loss."""
+        lost = self.logs.enter(cluster, dict(self._next))
+        self.metrics.log_generation.set(self.logs.generation)
+        for entry in lost:
+            self.metrics.records_lost.labels(entry.topic).inc(entry.records)
+        self.stats.lost.extend(lost)
+        if lost:
+            total = sum(entry.records for entry in lost)
+            log.error("lake sink: the broker's log was replaced by an empty one (cluster %s, log %d):"
+                      " at least %d acknowledged records of the earlier log never reached the lake:"
+                      " %s", cluster, self.logs.generation, total,
+                      "; ".join(entry.describe() for entry in lost))  # fmt: skip
+        elif self.logs.generation and self._next:
+            log.warning("lake sink: the broker's log was replaced by an empty one (cluster %s, "
+                        "log %d); everything it had acknowledged is in the lake", cluster,
+                        self.logs.generation)  # fmt: skip
+
+    def _ride_out_broker_loss(self) -> None:
+        """Write out what is fetched, then wait for the broker: the same log again (commit,
+        go on) or a new, empty one (report the loss, start reading it from its beginning)."""
+        fetched = sum(len(s.offsets) for s in [*self._open.values(), *self._closed])
+        log.warning("lake sink: the broker is unreachable; writing out the %d records fetched", fetched)
+        self._close_all()
+        self._uncommitted.update(self._write_closed())
+        lost_at = self._broker_lost_at or time.monotonic()
+        cluster = self._wait_for_broker()
+        if cluster is None:
+            return  # stopped: what was fetched is written; the commit waits for the next start
+        self._broker_lost_at = None
+        if self._same_log(cluster):
+            log.info("lake sink: the broker answers again after %.1f s", time.monotonic() - lost_at)
+            with contextlib.suppress(Exception):
+                self._consumer.resume(self._consumer.assignment())
+            pending, self._uncommitted = self._uncommitted, {}
+            self._commit(pending)
+            return
+        self._enter_log(cluster)
+        self._uncommitted.clear()  # offsets of the old log mean nothing in the new one
+        self._forget(set(self._next))
+        self._close_consumer(clean=False)
+        ensure_pipeline_topics(self.settings, self.bootstrap)  # the new log has none yet
+        self._subscribe()
 
     # --- buffering --------------------------------------------------------------------------
 
@@ -453,10 +597,17 @@ class LakeSink:
     # --- writing ----------------------------------------------------------------------------
 
     def _flush_round(self) -> None:
-        """Write every closed segment (in order), then commit the offsets after them."""
-        segments, self._closed = self._closed, []
-        if not segments:
+        """Write every closed segment (in order), then commit the offsets after them (and any
+        left uncommitted while the broker was away)."""
+        if not self._closed and not self._uncommitted:
             return
+        commits = {**self._uncommitted, **self._write_closed()}
+        self._uncommitted = {}
+        self._commit(commits)
+
+    def _write_closed(self) -> dict[TopicPartitionKey, int]:
+        """Write every closed segment (in order); the offsets to commit after them."""
+        segments, self._closed = self._closed, []
         commits: dict[TopicPartitionKey, int] = {}
         try:
             for segment in segments:
@@ -465,7 +616,7 @@ class LakeSink:
                 commits[(segment.topic, segment.partition)] = segment.offsets[-1] + 1
         finally:
             self.metrics.buffered_bytes.set(self._buffered)
-        self._commit(commits)
+        return commits
 
     def _write(self, segment: _Segment) -> None:
         started = time.perf_counter()
@@ -477,7 +628,7 @@ class LakeSink:
         data = to_parquet_bytes(table)
         del table
         path = file_path(table_name, segment.day, segment.topic, segment.partition,
-                         segment.first_offset)  # fmt: skip
+                         segment.first_offset, self.logs.generation)  # fmt: skip
         replaced = self._with_retries(lambda: self.storage.write_atomic(path, data))
         rows = len(segment.offsets)
         if replaced:  # written before a crash or by a zombie, never committed
@@ -514,7 +665,8 @@ class LakeSink:
                 delay = min(delay * 2, 5.0)
 
     def _commit(self, offsets: dict[TopicPartitionKey, int]) -> None:
-        """Commit synchronously; losing the partitions drops them, anything else stops."""
+        """Commit synchronously; losing the partitions drops them, an unreachable broker keeps
+        them for after it is back (:meth:`_ride_out_broker_loss`), anything else stops."""
         from confluent_kafka import KafkaException, TopicPartition
 
         if not offsets or self._consumer is None:
@@ -532,6 +684,9 @@ class LakeSink:
                     log.warning("lake sink: commit refused (%s): partitions lost", error)
                     self._forget(set(offsets))
                     return
+                if error is not None and hasattr(error, "name") and error.name() in _UNREACHABLE:
+                    self._commit_later(offsets, error)
+                    return
                 last_error = exc
                 time.sleep(0.2 * (attempt + 1))
                 continue
@@ -540,11 +695,22 @@ class LakeSink:
                 self.stats.commits += 1
                 self._committed.update(offsets)
                 return
+            if failed[0].error.name() in _UNREACHABLE:
+                self._commit_later(offsets, failed[0].error)
+                return
             last_error = KafkaException(failed[0].error)
             time.sleep(0.2 * (attempt + 1))
         self.metrics.errors.labels("commit").inc()
         raise SinkStopped(f"committing offsets failed; files past the last commit will be "
                           f"re-written on restart: {last_error}")  # fmt: skip
+
+    def _commit_later(self, offsets: dict[TopicPartitionKey, int], error) -> None:
+        # Nothing more is written before this commit succeeds: the exactly-once argument holds.
+        log.warning("lake sink: commit failed (%s): the broker is unreachable", error)
+        self._uncommitted.update(offsets)
+        if self._broker_lost_at is None:
+            self._broker_lost_at = time.monotonic()
+            self.metrics.broker_up.set(0)
 
     # --- lag --------------------------------------------------------------------------------
 
@@ -563,8 +729,22 @@ class LakeSink:
                 continue
             if high is None or high < 0:
                 continue
+            self.logs.saw(key, high)
             base = self._committed.get(key, max(low, 0))
             self.metrics.lag.labels(key[0], str(key[1])).set(max(high - base, 0))
+        self.logs.save_seen()
+
+
+def ensure_pipeline_topics(settings: Settings, bootstrap: str) -> None:
+    """Create the pipeline's topics if missing (best effort: subscribing works without)."""
+    from pinpipe.services.topics import TopicError, ensure_topics
+
+    broker = settings.broker
+    try:
+        ensure_topics(broker.client_config(bootstrap), all_topics(broker.topic_prefix),
+                      broker.partitions, broker.replication_factor)  # fmt: skip
+    except TopicError as exc:
+        log.warning("lake sink: could not ensure topics (%s); subscribing anyway", exc)
 
 
 def run_sink(
@@ -578,15 +758,8 @@ def run_sink(
     Creates the pipeline's topics if missing (best effort). Raises :class:`SinkStopped` on a
     terminal error, after which nothing past the last durable file has been committed.
     """
-    from pinpipe.services.topics import TopicError, ensure_topics
-
     stop_event = stop_event or threading.Event()
-    broker = settings.broker
-    try:
-        ensure_topics(broker.client_config(bootstrap), all_topics(broker.topic_prefix),
-                      broker.partitions, broker.replication_factor)  # fmt: skip
-    except TopicError as exc:
-        log.warning("lake sink: could not ensure topics (%s); subscribing anyway", exc)
+    ensure_pipeline_topics(settings, bootstrap)
     metrics = SinkMetrics()
     if metrics_port is not None:
         metrics.serve(metrics_port)

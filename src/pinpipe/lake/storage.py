@@ -168,6 +168,17 @@ class LakeStorage:
             if info.type == pafs.FileType.File:
                 yield StoredFile(info.path[prefix:], info.size or 0)
 
+    def read_bytes(self, path: str) -> bytes:
+        """The whole file (small files: the ledger of :mod:`pinpipe.lake.logs`).
+        Raises FileNotFoundError when there is none."""
+        try:
+            with self.filesystem.open_input_stream(self.full_path(path)) as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise classify(exc, f"reading {self.display}/{path}") from exc
+
     def read_metadata(self, path: str) -> pq.FileMetaData:
         try:
             with self.filesystem.open_input_file(self.full_path(path)) as handle:
