@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from pinpipe.broker_watch import BrokerWatch, lost_records
 from pinpipe.config import Settings
 from pinpipe.supervisor import Event, GaveUp, HealthTimeout, ProcessSpec, RestartPolicy, Supervisor
 
@@ -127,6 +128,7 @@ class UpRun:
     ports: dict[str, int] = field(default_factory=dict)
     started_services: list[str] = field(default_factory=list)
     supervisor: Supervisor | None = None
+    broker_watch: BrokerWatch | None = None  # the embedded broker, restarted when it dies
     batch_process: subprocess.Popen | None = None
     next_batch_at: float | None = None
     dsn: str = ""
@@ -140,7 +142,7 @@ class UpRun:
 
     def event(self, name: str, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        colour = "red" if any(w in message for w in ("exited", "giving up", "SIGKILL")) else "cyan"
+        colour = "red" if any(w in message for w in ("exited", "giving up", "SIGKILL", "LOST")) else "cyan"
         self.console.print(f"[dim]{stamp}[/] [{colour}]{name}[/] {message}")
 
 
@@ -525,6 +527,9 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
             _print_table(run)
             return 1
         bootstrap = run.bootstrap = next(s.address for s in statuses if s.name == "broker")
+        broker = next(c for c in run.components if c.name == "broker")
+        if broker.pid is not None:
+            run.broker_watch = BrokerWatch(settings, broker.pid, int(bootstrap.rsplit(":", 1)[1]), run.event)
         run.dsn = _resolved_dsn(settings)
         applied = apply_migrations(run.dsn)
         run.reader_dsn = reader_dsn(settings, run.dsn)
@@ -561,6 +566,11 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         def tick() -> None:
             _duration_tick(run)
             _batch_tick(run, env)
+            if run.broker_watch is not None and (pid := run.broker_watch.tick()) is not None:
+                for component in run.components:
+                    if component.name == "broker":
+                        component.pid = pid
+                _save_state(run, "running")
             for component in run.components:  # keep restarted pids current for `pinpipe status`
                 child = run.supervisor.children.get(component.name)
                 if child is not None and child.pid != component.pid:
@@ -728,7 +738,10 @@ def _shutdown(run: UpRun) -> None:
             "kafka": run.kafka_records,
             "emulator": emulated,
             "restarts": {name: c.restart_total for name, c in (supervisor.children.items() if supervisor else [])},
+            "lost": [asdict(lost) for lost in lost_records(run.settings)],
         }
+        if run.broker_watch is not None:
+            summary["restarts"]["broker"] = run.broker_watch.restarts
         _write_json(run.settings.run_dir / LAST_RUN_FILE, summary)
         _clear_state(run.settings)
         if emulated:
@@ -737,10 +750,22 @@ def _shutdown(run: UpRun) -> None:
         if final:
             console.print(f"[cyan]up[/] API accepted {final.get('accepted') or 0:,.0f} records, "
                           f"rejected {final.get('rejected') or 0:,.0f}")  # fmt: skip
+        _print_losses(console, summary["lost"])
         if run.kafka_records:
             console.print(f"[cyan]up[/] Kafka holds {sum(run.kafka_records.values()):,} records: "
                           + ", ".join(f"{t} {n:,}" for t, n in sorted(run.kafka_records.items())))
         console.print("[green]stopped[/]")
+
+
+def _print_losses(console: Console, lost: list[dict]) -> None:
+    """Say out loud what a broker that came back empty took with it (from the lake's ledger)."""
+    if not lost:
+        return
+    total = sum(entry["end"] - entry["first"] for entry in lost)
+    ranges = "; ".join(f"{e['topic']}[{e['partition']}] {e['first']}..{e['end'] - 1} (log {e['generation']})"
+                       for e in lost)  # fmt: skip
+    console.print(f"[bold red]LOST[/] {total:,} acknowledged records never reached the lake "
+                  f"(the broker came back empty): {ranges}")  # fmt: skip
 
 
 def _emulator_stats(run: UpRun) -> dict:
@@ -795,6 +820,7 @@ def detach(argv: list[str], settings: Settings, console: Console, timeout_s: flo
 def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
     """Health, lag and throughput of each component of the running ``up`` (None if none)."""
     from pinpipe.serve.dashboard.scrape import http_ok, scrape, summarize
+    from pinpipe.services.broker import broker_is_healthy
     from pinpipe.services.state import pid_is_alive
 
     state = read_state(settings)
@@ -812,6 +838,13 @@ def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
             row["healthy"] = pid_is_alive(int(c["pid"]))
         if c.get("health_url"):
             row["healthy"] = bool(row["healthy"] is not False and http_ok(c["health_url"]))
+        if c["name"] == "broker" and row["healthy"]:  # alive is not enough: does it answer?
+            row["healthy"] = broker_is_healthy(settings.broker.client_config(c["address"]), timeout=2.0)
+            row["note"] = row["note"] if row["healthy"] else "not answering metadata requests"
+        if c["name"] == "lake-sink" and row["healthy"] and c["name"] in first:
+            samples = {name: value for name, _, value in first[c["name"]].samples}
+            if samples.get("pinpipe_lake_broker_up") == 0:  # it can neither fetch nor commit
+                row["healthy"], row["note"] = False, "cannot reach the broker"
         if c["name"] in first:
             before, after = summarize(names[c["name"]], first[c["name"]]), summarize(names[c["name"]], scrape(c["metrics_url"]))
             row["lag"] = after.get("lag")
@@ -833,6 +866,7 @@ def print_status(settings: Settings, console: Console) -> int:
                       "-" if r["lag"] is None else f"{r['lag']:,.0f}",
                       "-" if r["per_s"] is None else f"{r['per_s']:,.1f}", r["address"], r["note"])  # fmt: skip
     console.print(table)
+    _print_losses(console, [asdict(lost) for lost in lost_records(settings)])
     return 0 if all(r["healthy"] is not False for r in rows) else 1
 
 
@@ -863,6 +897,7 @@ def down(settings: Settings, console: Console) -> int:
         last = json.loads((settings.run_dir / LAST_RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         last = {}
+    _print_losses(console, last.get("lost", []))
     if last.get("kafka"):
         kafka = last["kafka"]
         console.print(f"Kafka holds {sum(kafka.values()):,} records: "

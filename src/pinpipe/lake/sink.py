@@ -387,7 +387,8 @@ class LakeSink:
 
     def _enter_log(self, cluster: str) -> None:
         """Read the log of ``cluster``; a new log means the one before ended: report its loss."""
-        lost = self.logs.enter(cluster, dict(self._next))
+        positions = dict(self._next)
+        lost = self._with_retries(lambda: self.logs.enter(cluster, positions))
         self.metrics.log_generation.set(self.logs.generation)
         for entry in lost:
             self.metrics.records_lost.labels(entry.topic).inc(entry.records)

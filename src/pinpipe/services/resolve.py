@@ -23,6 +23,7 @@ from pinpipe.services.postgres import (
 )
 from pinpipe.services.state import (
     ServiceRecord,
+    pid_is_alive,
     process_cmdline,
     read_record,
     remove_record,
@@ -182,7 +183,18 @@ def services_up(
         raise
 
 
-def _broker_up(settings: Settings, started: list[str]) -> ServiceStatus:
+def restart_embedded_broker(settings: Settings, port: int) -> ServiceStatus:
+    """Start the detached embedded broker again on ``port`` after it died (``pinpipe up``
+    supervises it), so that its clients reconnect by themselves; its pipeline topics are
+    created again. With memory storage it comes back **empty**: a new log with a new cluster id,
+    which the lake sink and the stream job detect and report (:mod:`pinpipe.lake.logs`)."""
+    dead = read_record(settings.run_dir, BROKER)
+    if dead is not None and not pid_is_alive(dead.pid):
+        remove_record(settings.run_dir, BROKER)
+    return _broker_up(settings, [], port=port)
+
+
+def _broker_up(settings: Settings, started: list[str], port: int | None = None) -> ServiceStatus:
     configured = settings.broker.bootstrap_servers
     if configured:
         mode, bootstrap, detail = EXTERNAL, configured, "configured"
@@ -191,13 +203,13 @@ def _broker_up(settings: Settings, started: list[str]) -> ServiceStatus:
         if record is not None:
             bootstrap, detail = record.address, f"already running (pid {record.pid})"
         else:
-            broker = EmbeddedBroker(settings.data_dir / "logs", port=settings.broker.embedded_port)
+            broker = EmbeddedBroker(settings.data_dir / "logs", port=port or settings.broker.embedded_port)
             broker.start(detach=True)
             assert broker.pid is not None
             bootstrap = broker.bootstrap_servers
             write_record(settings.run_dir, ServiceRecord.now(BROKER, broker.pid, bootstrap))
             started.append(BROKER)
-            detail = f"started (pid {broker.pid}, memory storage)"
+            detail = f"started (pid {broker.pid}, memory storage, cluster {broker.cluster_id})"
     created = _ensure_pipeline_topics(settings, bootstrap)
     new = sum(1 for outcome in created.values() if outcome == "created")
     detail += f"; {len(created)} topics ({new} created)"
