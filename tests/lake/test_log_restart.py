@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,25 @@ def test_records_no_sink_fetched_are_reported_lost(own_broker, tmp_path) -> None
     report = verify_lake(env.settings(), own_broker.bootstrap_servers)
     problems = [problem for check in report.checks for problem in check.problems]
     assert problems == ["12 acknowledged records lost with log 0 (offsets 30..41; reported)"]
+
+
+def test_a_broker_paused_for_30_s_is_waited_for(own_broker, tmp_path) -> None:
+    """A stall is not a crash: the sink neither stops nor loses or repeats a record."""
+    env = LakeEnv(own_broker.bootstrap_servers, tmp_path, prefix="lp", group="lake-lp")
+    env.create_topics(partitions=2)
+    topic = env.topic("user")
+    env.produce(topic, values("before", 50))
+    sink = env.run_in_thread(env.settings(rotate_records=10, rotate_age_s=1))
+    wait_for(lambda: len(read_lake(env.lake_dir)) == 50, 30, "the first records written")
+    os.kill(own_broker.pid, signal.SIGSTOP)
+    try:
+        time.sleep(30)  # the fault itself lasts 30 s; what follows waits on conditions
+    finally:
+        os.kill(own_broker.pid, signal.SIGCONT)
+    env.produce(topic, values("after", 50))
+    wait_for(lambda: len(read_lake(env.lake_dir)) >= 100, 90, "the records after the pause")
+    assert sink.thread.is_alive() and sink.error is None
+    sink.stop()
+    rows = read_lake(env.lake_dir)
+    assert sorted(row["value"].encode() for row in rows) == sorted(values("before", 50) + values("after", 50))
+    assert verify_lake(env.settings(), own_broker.bootstrap_servers).ok
