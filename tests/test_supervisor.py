@@ -84,3 +84,21 @@ def test_stop_all_goes_in_reverse_order_and_kills_after_the_timeout(tmp_path):
     assert any("SIGKILL" in e for e in events)
     supervisor.check()  # stopped children are not restarted
     assert not first.alive() and not second.alive()
+
+
+def test_a_dead_childs_own_children_are_killed_before_it_restarts(tmp_path):
+    """Like the stream job's JVM when its Python driver is SIGKILLed."""
+    pid_file = tmp_path / "grandchild.pid"
+    parent = [sys.executable, "-c",
+              "import subprocess, sys, time; "
+              f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(120)"]  # fmt: skip
+    supervisor = Supervisor(RestartPolicy(backoff_s=30.0), lambda name, message: None)
+    child = supervisor.start(ProcessSpec("driver", parent, tmp_path / "driver.log"), timeout_s=10)
+    try:
+        grandchild = int(until(lambda: pid_file.exists() and pid_file.read_text(), 10, "the grandchild"))
+        os.kill(child.pid, signal.SIGKILL)
+        until(lambda: supervisor.check() or not pid_is_alive(grandchild), 10, "the grandchild killed")
+        assert child.restart_due is not None  # and it is restarted later, on its own schedule
+    finally:
+        supervisor.stop_all()

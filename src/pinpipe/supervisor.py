@@ -144,6 +144,9 @@ class Supervisor:
                     continue
                 if child.restart_due is None:  # a new death
                     child.last_exit = child.process.returncode
+                    # What it started lives on in its process group (the stream job's JVM kept
+                    # running ~20 s after its Python died): end it before the restart.
+                    _signal(child.process, signal.SIGKILL, group=True)
                     while child.restarts and now - child.restarts[0] > self.policy.window_s:
                         child.restarts.popleft()
                     if len(child.restarts) >= self.policy.max_restarts:
