@@ -123,6 +123,10 @@ def summarize(component: str, result: Scrape) -> dict:
         summary["failed_total"] = result.total(INGEST_RECORDS, outcome="failed") or 0.0
         available = result.total("pinpipe_ingest_broker_available")
         summary["broker_available"] = None if available is None else available >= 1
+    if component == "lake-sink":
+        broker_up = result.total("pinpipe_lake_broker_up")
+        summary["broker_up"] = None if broker_up is None else broker_up >= 1
+        summary["records_lost_total"] = result.total("pinpipe_lake_records_lost_total") or 0.0
     if component in LAG_SERIES:
         lags = result.by_label(LAG_SERIES[component], "topic")
         summary["lag"] = sum(lags.values()) if lags else None

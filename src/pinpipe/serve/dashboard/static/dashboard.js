@@ -117,12 +117,16 @@ function renderLive(live) {
 
   fillRows("components", (live.components || []).map((c) => [
     c.component,
-    badge(c.up ? "up" : "down", c.up ? "ok" : "bad"),
+    c.up && c.broker_up === false ? badge("no broker", "bad") : badge(c.up ? "up" : "down", c.up ? "ok" : "bad"),
     c.lag === undefined ? "n/a" : c.lag === null ? "-" : fmt(c.lag),
     c.records_total == null ? "-" : fmt(c.records_total),
     c.up ? c.url : `${c.url} (${c.error})`,
   ]), "no components configured");
   $("pg-status").textContent = live.postgres && !live.postgres.up ? `PostgreSQL: ${live.postgres.error}` : "";
+  const lost = (live.components || []).reduce((n, c) => n + (c.records_lost_total || 0), 0);
+  $("lost-status").textContent = lost
+    ? `LOST ${fmt(lost)} acknowledged records: the broker came back empty before the lake had them (pinpipe lake verify names them)`
+    : "";
 
   const rt = live.realtime || {};
   barChart($("categories-chart"), (rt.categories || []).map((c) => ({ label: c.category, value: c.events })));
