@@ -191,6 +191,7 @@ class LakeSink:
             "queued.max.messages.kbytes": self.lake.fetch_queue_kbytes,
             "enable.partition.eof": False,
             "client.id": "pinpipe-lake-sink",
+            "fetch.wait.max.ms": self.lake.fetch_wait_max_ms,
             "error_cb": self._on_client_error,
         }
 
@@ -407,6 +408,9 @@ class LakeSink:
     def _ride_out_broker_loss(self) -> None:
         """Write out what is fetched, then wait for the broker: the same log again (commit,
         go on) or a new, empty one (report the loss, start reading it from its beginning)."""
+        # Records librdkafka fetched but consume() has not handed out yet are fetched too.
+        while self._consumer is not None and (messages := self._consumer.consume(self.lake.consume_batch, 0)):
+            self._add(messages)
         fetched = sum(len(s.offsets) for s in [*self._open.values(), *self._closed])
         log.warning("lake sink: the broker is unreachable; writing out the %d records fetched", fetched)
         self._close_all()
