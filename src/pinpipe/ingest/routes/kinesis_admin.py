@@ -37,6 +37,7 @@ from pinpipe.ingest.schemas import (
 )
 from pinpipe.ingest.streams import (
     NAME_MAX_LENGTH,
+    NAME_PATTERN,
     check_integer,
     check_name,
     creation,
@@ -57,11 +58,13 @@ MEDIA_TYPES = (JSON, "application/x-amz-json-1.1")
 MAX_BODY_BYTES = 64 * 1024  # CreateStream's body is a few fields
 PAGE_MAX = 100  # ListStreams answers at most 100 names, whatever its Limit (as Kinesis does)
 LIMIT_MAX = 10_000  # the largest Limit Kinesis accepts
-ERRORS = kinesis_error_responses(400, 401, 503)
+ERRORS = kinesis_error_responses(400, 401, 502, 503)
 
 T = TypeVar("T")
 
-_NAME_PARAMETER = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH}
+_NAME_PARAMETER = {
+    "type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": f"^{NAME_PATTERN}$",
+}  # fmt: skip
 LIST_PARAMETERS = {
     "parameters": [
         {"name": "Limit", "in": "query", "required": False,
