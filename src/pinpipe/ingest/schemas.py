@@ -264,10 +264,14 @@ refused too (:func:`pinpipe.events.parse_datetime` overflows)."""
 
 DATETIME_FIELDS = {"RawGeo": ("timestamp",), "RawUser": ("date_joined",)}
 
+# orjson reads an integer outside these bounds as a float, which the strict models refuse.
+INTEGER_BOUNDS = {"minimum": -(2**63), "maximum": 2**64 - 1}
+INTEGER_MODELS = ("RawPin", "RawGeo", "RawUser", "KinesisCreateStream")
+
 
 def _raw_row_schemas(schemas: dict[str, Any]) -> None:
     """Datetime fields get :data:`DATETIME_PATTERN`; ``follower_count`` may be an integer
-    (stored as text, see :class:`pinpipe.events.RawPin`)."""
+    (stored as text, see :class:`pinpipe.events.RawPin`); integers get :data:`INTEGER_BOUNDS`."""
     for model, fields in DATETIME_FIELDS.items():
         for field in fields:
             for branch in schemas[model]["properties"][field]["anyOf"]:
@@ -275,6 +279,12 @@ def _raw_row_schemas(schemas: dict[str, Any]) -> None:
                     branch["pattern"] = DATETIME_PATTERN
     count = schemas["RawPin"]["properties"]["follower_count"]
     count["anyOf"].insert(1, {"type": "integer"})
+    for model in INTEGER_MODELS:
+        for field in schemas[model]["properties"].values():
+            for branch in field.get("anyOf", [field]):
+                if branch.get("type") == "integer":
+                    for bound, value in INTEGER_BOUNDS.items():
+                        branch.setdefault(bound, value)
 
 
 def _batches(document: dict[str, Any], max_records: int) -> None:
