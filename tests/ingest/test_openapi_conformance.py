@@ -105,7 +105,9 @@ def test_generated_requests_pass_every_check(small_api: Api):
 
     check()
     # Every operation was reached, and the ones that write were answered 200 at least once.
-    assert len(seen) == len(schema.get_all_operations_list()), sorted(seen)
+    paths = small_api.client.get("/openapi.json").json()["paths"]
+    operations = {f"{method.upper()} {path}" for path, methods in paths.items() for method in methods}
+    assert set(seen) == operations, sorted(operations - set(seen))
     for operation in ("POST /topics/{topic}", "PUT /streams/{stream}/records", "POST /v1/events"):
         assert 200 in seen[operation], (operation, seen[operation])
 

@@ -128,11 +128,15 @@ async def list_streams(
     """The table streams whose topics exist, each once as `<prefix>-<table>`, sorted."""
     query = request.query_params
     limit = min(_query_limit(query.get("Limit")), PAGE_MAX)
-    start = None  # NextToken (the last name of the previous page) wins over the start name
-    for parameter, field in (("NextToken", "nextToken"),
-                             ("ExclusiveStartStreamName", "exclusiveStartStreamName")):  # fmt: skip
-        if start is None and (value := query.get(parameter)) is not None:
-            start = check_name(value, field)
+    # NextToken (the last name of the previous page) wins over the start name; both are
+    # checked, so a malformed one is refused even when the other wins.
+    starts = [
+        check_name(value, field)
+        for parameter, field in (("NextToken", "nextToken"),
+                                 ("ExclusiveStartStreamName", "exclusiveStartStreamName"))
+        if (value := query.get(parameter)) is not None
+    ]  # fmt: skip
+    start = starts[0] if starts else None
     names, more = page(await _on_broker(settings, publisher, admin.names), limit, start)
     answer: dict[str, Any] = {"StreamNames": names, "HasMoreStreams": more}
     if more:
