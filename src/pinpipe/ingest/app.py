@@ -41,6 +41,13 @@ answer Kinesis's own `{"__type": ..., "message": ...}`.
 late, after the answer. A retry then writes them twice; that is expected input downstream: the
 raw lake keeps both copies (raw is raw), the batch layer's clean tables and the speed layer's
 PostgreSQL tables keep one row per natural key (the last arrival).
+
+What this document's schemas cannot say, and the API refuses with its usual error: a number
+with a fraction part where an integer is declared (`2540.0`, JSON Schema's integer includes
+it; the raw contract's numbers are strict), a Kinesis `Data` that is not a row of the stream's
+table, a datetime whose zone moves it out of years 1..9999, CreateStream of a table's stream
+(it always exists: `ResourceInUseException`) and DeleteStream unless
+`ingest.kinesis_allow_delete` (`AccessDeniedException`).
 """
 
 

@@ -34,8 +34,10 @@ from http import HTTPStatus
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +136,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     generic = _generic_message(exc.status_code)
     detail = exc.detail if isinstance(exc.detail, str) else ""
     message = generic if not detail or generic.endswith(f" {detail}") else detail
-    return error_response(exc.status_code, exc.status_code, message, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return error_response(exc.status_code, exc.status_code, message, headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on the request's path. Starlette's own 405 names only
+    the first route that matched the path (``GET /topics/{topic}`` without its ``POST``)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

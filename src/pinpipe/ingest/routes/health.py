@@ -12,16 +12,30 @@ from starlette.responses import Response
 
 from pinpipe.ingest.deps import PublisherDep
 from pinpipe.ingest.metrics import CONTENT_TYPE
+from pinpipe.ingest.schemas import HealthReply, ReadyReply, error_responses
 
 router = APIRouter(tags=["Health"])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get(
+    "/healthz",
+    summary="The process is alive",
+    response_model=HealthReply,
+    responses=error_responses(),
+)
 async def healthz() -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-@router.get("/readyz", summary="The broker is reachable and the producer queue is not full")
+@router.get(
+    "/readyz",
+    summary="The broker is reachable and the producer queue is not full",
+    response_model=ReadyReply,
+    responses={
+        **error_responses(),
+        503: {"model": ReadyReply, "description": "Not ready (Retry-After says when to look again)."},
+    },
+)
 async def readyz(publisher: PublisherDep) -> Response:
     reachable = await asyncio.to_thread(publisher.probe, 1.0)
     depth = publisher.queue_depth()
@@ -39,6 +53,12 @@ async def readyz(publisher: PublisherDep) -> Response:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+               **error_responses()},
+)  # fmt: skip
 async def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)

@@ -92,7 +92,7 @@ def _entry(table: Table, item: Any) -> Incoming:
     "/{stream}/record",
     summary="PutRecord",
     response_model=KinesisRecordReply,
-    responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 404, 413, 415, 422, 429, 502, 503),
     openapi_extra=request_body(KinesisPutRecord, (JSON,)),
 )
 async def put_record(
@@ -120,7 +120,7 @@ async def put_record(
     "/{stream}/records",
     summary="PutRecords",
     response_model=KinesisBatchReply,
-    responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 404, 413, 415, 422, 429, 502, 503),
     openapi_extra=request_body(KinesisPutRecords, (JSON,)),
 )
 async def put_records(

@@ -37,6 +37,7 @@ from pinpipe.ingest.schemas import (
 )
 from pinpipe.ingest.streams import (
     NAME_MAX_LENGTH,
+    NAME_PATTERN,
     check_integer,
     check_name,
     creation,
@@ -57,11 +58,13 @@ MEDIA_TYPES = (JSON, "application/x-amz-json-1.1")
 MAX_BODY_BYTES = 64 * 1024  # CreateStream's body is a few fields
 PAGE_MAX = 100  # ListStreams answers at most 100 names, whatever its Limit (as Kinesis does)
 LIMIT_MAX = 10_000  # the largest Limit Kinesis accepts
-ERRORS = kinesis_error_responses(400, 401, 503)
+ERRORS = kinesis_error_responses(400, 401, 502, 503)
 
 T = TypeVar("T")
 
-_NAME_PARAMETER = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH}
+_NAME_PARAMETER = {
+    "type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH, "pattern": f"^{NAME_PATTERN}$",
+}  # fmt: skip
 LIST_PARAMETERS = {
     "parameters": [
         {"name": "Limit", "in": "query", "required": False,
@@ -125,11 +128,15 @@ async def list_streams(
     """The table streams whose topics exist, each once as `<prefix>-<table>`, sorted."""
     query = request.query_params
     limit = min(_query_limit(query.get("Limit")), PAGE_MAX)
-    start = None  # NextToken (the last name of the previous page) wins over the start name
-    for parameter, field in (("NextToken", "nextToken"),
-                             ("ExclusiveStartStreamName", "exclusiveStartStreamName")):  # fmt: skip
-        if start is None and (value := query.get(parameter)) is not None:
-            start = check_name(value, field)
+    # NextToken (the last name of the previous page) wins over the start name; both are
+    # checked, so a malformed one is refused even when the other wins.
+    starts = [
+        check_name(value, field)
+        for parameter, field in (("NextToken", "nextToken"),
+                                 ("ExclusiveStartStreamName", "exclusiveStartStreamName"))
+        if (value := query.get(parameter)) is not None
+    ]  # fmt: skip
+    start = starts[0] if starts else None
     names, more = page(await _on_broker(settings, publisher, admin.names), limit, start)
     answer: dict[str, Any] = {"StreamNames": names, "HasMoreStreams": more}
     if more:

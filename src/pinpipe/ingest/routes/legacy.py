@@ -54,7 +54,7 @@ def _register(table: Table) -> None:
     post_row.__name__ = f"post_{table.value}"
     options: dict[str, Any] = {
         "response_model": RecordResult,
-        "responses": error_responses(400, 401, 413, 415, 422, 429, 503),
+        "responses": error_responses(400, 401, 413, 415, 422, 429, 502, 503),
         "openapi_extra": request_body(RAW_MODELS[table], (JSON,)),
     }
     router.add_api_route(

@@ -76,7 +76,7 @@ def _ndjson_events(body: bytes, limit: int) -> list[Incoming]:
     "/events",
     summary="Post a batch of mixed pin, geo and user records",
     response_model=NativeReply,
-    responses=error_responses(400, 401, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 413, 415, 422, 429, 502, 503),
     openapi_extra=request_body(NativeEvent, (JSON,), array=True),
 )
 async def post_events(request: Request, settings: SettingsDep, ingestor: IngestorDep) -> Response:

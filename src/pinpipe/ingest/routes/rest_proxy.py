@@ -11,10 +11,11 @@ record, the whole request gets 503 (see :mod:`pinpipe.ingest.errors`).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from pinpipe.events import Table, topic_name
 from pinpipe.ingest.auth import require_api_key
@@ -56,11 +57,27 @@ def table_of_topic(topic: str) -> Table:
         raise IngestError(404, NOT_FOUND, "Topic not found.") from None
 
 
+class ProxyReply(JSONResponse):
+    """A REST-proxy answer: compact JSON as ``application/vnd.kafka.v2+json``, as the proxy
+    sends it (and so the media type the OpenAPI document gives the routes' 200s)."""
+
+    media_type = REST_PROXY_REPLY
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def _reply(document: object) -> Response:
-    return Response(orjson.dumps(document), media_type=REST_PROXY_REPLY)
+    return ProxyReply(document)
 
 
-@router.get("", summary="List the topics a client can produce to", response_model=list[str])
+@router.get(
+    "",
+    summary="List the topics a client can produce to",
+    response_model=list[str],
+    response_class=ProxyReply,
+    responses=error_responses(401),
+)
 async def list_topics(settings: SettingsDep) -> Response:
     return _reply([topic_name(settings.broker.topic_prefix, table) for table in Table])
 
@@ -69,7 +86,8 @@ async def list_topics(settings: SettingsDep) -> Response:
     "/{topic}",
     summary="Describe the pinpipe topic a client topic maps to",
     response_model=TopicInfo,
-    responses=error_responses(404, 503),
+    response_class=ProxyReply,
+    responses=error_responses(401, 404, 503),
 )
 async def describe_topic(topic: str, settings: SettingsDep, publisher: PublisherDep) -> Response:
     table = table_of_topic(topic)
@@ -99,7 +117,8 @@ async def describe_topic(topic: str, settings: SettingsDep, publisher: Publisher
     "/{topic}",
     summary="Produce records (JSON embedded format)",
     response_model=RestProxyReply,
-    responses=error_responses(400, 401, 404, 413, 415, 422, 429, 503),
+    response_class=ProxyReply,
+    responses=error_responses(400, 401, 404, 413, 415, 422, 429, 502, 503),
     openapi_extra=request_body(RestProxyRequest, MEDIA_TYPES),
 )
 async def produce(
