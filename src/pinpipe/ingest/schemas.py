@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 
 from pinpipe.events import RawGeo, RawPin, RawUser
+from pinpipe.ingest.streams import MAX_SHARD_COUNT
 
 
 class ErrorBody(BaseModel):
@@ -120,7 +121,8 @@ class KinesisCreateStream(BaseModel):
     Kinesis's request (``StreamName``, ``StreamModeDetails``) are accepted and ignored."""
 
     ShardCount: int | None = Field(
-        None, ge=1, description="Partitions of the table's topic; default broker.partitions."
+        None, ge=1, le=MAX_SHARD_COUNT,
+        description="Partitions of the table's topic; default broker.partitions.",
     )
 
 
