@@ -205,3 +205,32 @@ def test_s3_server_needs_the_data_dirs_key_and_keeps_it_out_of_logs(settings, tr
         text = log.read_text(errors="replace")
         assert secret not in text and key_id not in text, log.name
     assert json.loads((home / "credentials.json").read_text())["secret_access_key"] == secret
+
+
+def test_s3_server_honours_if_match_as_tansu_relies_on_it(traversable_dir):
+    """Tansu reserves offsets by a conditional update of watermark.json: a stale ETag must fail
+    (412), or two produce requests in flight get the same offsets."""
+    home = traversable_dir / "s3-home"
+    with BrokerS3Server(home, traversable_dir / "logs") as server:
+        key_id = load_credentials(home).access_key_id
+        auth = {"Authorization": f"AWS4-HMAC-SHA256 Credential={key_id}/20260101/us-east-1/s3/aws4_request"}
+
+        def put(body: bytes, **conditions: str) -> tuple[int, str]:
+            headers = {**auth, **{name.replace("_", "-"): v for name, v in conditions.items()}}
+            request = urllib.request.Request(
+                f"{server.endpoint_url}/tansu/w.json", data=body, method="PUT", headers=headers
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return response.status, response.headers["ETag"]
+            except urllib.error.HTTPError as error:
+                return error.code, ""
+
+        status, first = put(b"0", If_None_Match="*")
+        assert status == 200
+        assert put(b"0", If_None_Match="*")[0] == 412  # exists already
+        status, second = put(b"1", If_Match=first)
+        assert status == 200 and second != first
+        assert put(b"2", If_Match=first)[0] == 412  # stale: someone else updated it
+        assert put(b"2", If_Match=second)[0] == 200
+        assert (server.objects_dir / "tansu" / "w.json").read_bytes() == b"2"

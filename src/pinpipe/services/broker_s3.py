@@ -8,11 +8,19 @@ server and to Tansu through their environment, never on a command line or in a l
 ``cluster-id`` (Tansu keeps its objects under ``clusters/<id>/``, and clients tell a restarted
 empty log from a reconnection by a changed id: a durable log must keep its id).
 
-localbucket checks no credentials and allows any web origin (CORS). Served as it is, any local
-process or any page open in a browser could read or delete the log, so :class:`_GuardedHandler`
-answers 403 unless a request is signed with this data dir's access key id and refuses CORS
-preflights. The signature itself is not verified: on loopback the key id, kept as secret as
-the secret key, is what a client must know.
+Two things localbucket does not do are added by :func:`_guarded_handler`'s subclass:
+
+- **conditional updates** (``PUT`` with ``If-Match: <etag>``). Tansu reserves offsets by
+  updating ``watermark.json`` (and ``meta.json``) only if it is unchanged since it read it;
+  localbucket ignores ``If-Match``, so two produce requests in flight for one partition (an
+  idempotent producer keeps up to five) were given the same offsets and the second batch's
+  ``PUT ... If-None-Match: *`` failed (Tansu logged ``AlreadyExists``, the producer's queue
+  filled). Such a write is now checked and done under one lock, 412 when the ETag differs.
+- **access control**: localbucket checks no credentials and allows any web origin (CORS), so
+  any local process or any page open in a browser could read or delete the log. Requests not
+  signed with this data dir's access key id get 403, and CORS preflights too. The signature
+  itself is not verified: on loopback the key id, kept as secret as the secret key, is what a
+  client must know.
 
 Durability: localbucket writes an object to a temporary file and renames it, without fsync;
 an object survives the death of the broker or of this server, not of the machine.
@@ -27,6 +35,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -270,6 +279,7 @@ def _guarded_handler(access_key_id: str) -> type:
     import localbucket
 
     credential = f"Credential={access_key_id}/"
+    conditional_writes = threading.Lock()  # one If-Match check-and-write at a time
 
     class _GuardedHandler(localbucket.S3Handler):
         def log_message(self, format: str, *args: object) -> None:
@@ -283,6 +293,18 @@ def _guarded_handler(access_key_id: str) -> type:
                 )
                 return
             super()._dispatch(action)
+
+        def _write_object(self, bucket: str, key: str, write):  # noqa: ANN001, ANN202
+            if_match = self.headers.get("If-Match")
+            if if_match is None:
+                return super()._write_object(bucket, key, write)
+            with conditional_writes:
+                target = self._object_path(bucket, key)
+                if not target.is_file() or not localbucket.etag_matches(
+                    if_match, localbucket.object_etag(target)
+                ):
+                    raise self._precondition_failed_error()
+                return super()._write_object(bucket, key, write)
 
         def do_OPTIONS(self) -> None:  # no CORS: browsers' pages must not reach the log
             self._send_error(
