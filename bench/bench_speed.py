@@ -202,9 +202,15 @@ def load_via_kafka(settings, bootstrap: str, args, linger_ms: float, acked: dict
             uid = str(uuid.uuid4())
             for table, record in post_records(sent, uid).items():
                 key = uid if table is Table.PIN else str(sent)
-                producer.produce(topic_name(prefix, table), key=key.encode(),
-                                 value=json.dumps(record, separators=(",", ":")).encode(),
-                                 on_delivery=delivered)
+                while True:
+                    try:
+                        producer.produce(topic_name(prefix, table), key=key.encode(),
+                                         value=json.dumps(record, separators=(",", ":")).encode(),
+                                         on_delivery=delivered)
+                        break
+                    except BufferError:  # a broker slower than the load: it falls behind, said below
+                        producer.poll(0.05)
+                        tick(delivered_records[0])
             sent += 1
         producer.poll(0)
         tick(delivered_records[0])
