@@ -234,3 +234,46 @@ def test_s3_server_honours_if_match_as_tansu_relies_on_it(traversable_dir):
         assert put(b"2", If_Match=first)[0] == 412  # stale: someone else updated it
         assert put(b"2", If_Match=second)[0] == 200
         assert (server.objects_dir / "tansu" / "w.json").read_bytes() == b"2"
+
+
+def test_s3_listing_of_one_folder_pages_like_s3(traversable_dir):
+    """The listing walks only the prefix's folder; keys, order, pages and markers are S3's."""
+    import re
+
+    home = traversable_dir / "s3-home"
+    with BrokerS3Server(home, traversable_dir / "logs") as server:
+        key_id = load_credentials(home).access_key_id
+        auth = {"Authorization": f"AWS4-HMAC-SHA256 Credential={key_id}/20260101/us-east-1/s3/aws4_request"}
+        keys = ["a/p/0/r/01", "a/p/0/r/02", "a/p/0/r/03", "a/p/0/w.json", "a/p/1/r/01", "b/x"]
+        for key in keys:
+            request = urllib.request.Request(
+                f"{server.endpoint_url}/tansu/{key}", data=b"x", method="PUT", headers=auth
+            )
+            urllib.request.urlopen(request, timeout=5).close()
+
+        def listing(query: str) -> tuple[list[str], str | None]:
+            request = urllib.request.Request(
+                f"{server.endpoint_url}/tansu?list-type=2&{query}", headers=auth
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                body = response.read().decode()
+            token = re.search(r"<NextContinuationToken>([^<]+)<", body)
+            return re.findall(r"<Key>([^<]+)</Key>", body), token and token.group(1)
+
+        first, token = listing("prefix=a/p/0/r/&max-keys=2")
+        assert (first, token is not None) == (["a/p/0/r/01", "a/p/0/r/02"], True)
+        assert listing(f"prefix=a/p/0/r/&max-keys=2&continuation-token={token}") == (
+            ["a/p/0/r/03"], None,
+        )  # fmt: skip
+        assert listing("prefix=a/p/0/")[0] == ["a/p/0/r/01", "a/p/0/r/02", "a/p/0/r/03", "a/p/0/w.json"]
+        assert listing("prefix=a/p/0/r/0&start-after=a/p/0/r/01")[0] == ["a/p/0/r/02", "a/p/0/r/03"]
+        assert listing("prefix=a/p/0/r/&start-after=a/p/0/r/03")[0] == []
+        assert listing("prefix=a/p/0/r/&start-after=a/")[0] == ["a/p/0/r/01", "a/p/0/r/02", "a/p/0/r/03"]
+        assert listing("prefix=a/p/9/")[0] == []
+        request = urllib.request.Request(
+            f"{server.endpoint_url}/tansu?list-type=2&prefix=a/p/&delimiter=/", headers=auth
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            common = re.findall(r"<Prefix>([^<]+)</Prefix>", response.read().decode())
+        assert common == ["a/p/", "a/p/0/", "a/p/1/"]  # the query's own prefix first
+        assert listing("prefix=")[0] == keys

@@ -16,6 +16,10 @@ Two things localbucket does not do are added by :func:`_guarded_handler`'s subcl
   idempotent producer keeps up to five) were given the same offsets and the second batch's
   ``PUT ... If-None-Match: *`` failed (Tansu logged ``AlreadyExists``, the producer's queue
   filled). Such a write is now checked and done under one lock, 412 when the ETag differs.
+- **listing one folder**: localbucket answers every ListObjectsV2 page by walking and sorting
+  the whole bucket, and Tansu lists a partition's ``records/`` on every fetch, so each fetch
+  cost grew with every batch of every topic, once per page of 1,000 keys. A listing now walks
+  only the folder its prefix names (same keys, same order, same pages).
 - **access control**: localbucket checks no credentials and allows any web origin (CORS), so
   any local process or any page open in a browser could read or delete the log. Requests not
   signed with this data dir's access key id get 403, and CORS preflights too. The signature
@@ -294,7 +298,7 @@ def _guarded_handler(access_key_id: str) -> type:
                 return
             super()._dispatch(action)
 
-        def _write_object(self, bucket: str, key: str, write):  # noqa: ANN001, ANN202
+        def _write_object(self, bucket: str, key: str, write):  # noqa: ANN001, ANN202 - as above
             if_match = self.headers.get("If-Match")
             if if_match is None:
                 return super()._write_object(bucket, key, write)
@@ -305,6 +309,32 @@ def _guarded_handler(access_key_id: str) -> type:
                 ):
                     raise self._precondition_failed_error()
                 return super()._write_object(bucket, key, write)
+
+        def _list_entries(  # noqa: ANN202 - localbucket's own signature
+            self, bucket_dir, prefix, delimiter, marker, marker_is_prefix, max_keys  # noqa: ANN001
+        ):
+            # Keys under "a/b/c" all live in the folder a/b/: list that folder with the prefix and
+            # marker made relative to it, and put the folder back in front of what comes back.
+            folder = prefix[: prefix.rfind("/") + 1]
+            root = Path(bucket_dir, folder)
+            if not folder or not root.is_dir():
+                if folder:
+                    return [], [], False, ""
+                return super()._list_entries(
+                    bucket_dir, prefix, delimiter, marker, marker_is_prefix, max_keys
+                )
+            if marker.startswith(folder):
+                marker = marker[len(folder):]
+            elif marker.encode() > folder.encode():
+                return [], [], False, ""  # the marker is past every key of the folder
+            else:
+                marker, marker_is_prefix = "", False  # before every key of the folder
+            contents, prefixes, truncated, last = super()._list_entries(
+                root, prefix[len(folder):], delimiter, marker, marker_is_prefix, max_keys
+            )
+            contents = [(folder + key, path) for key, path in contents]
+            prefixes = [folder + common for common in prefixes]
+            return contents, prefixes, truncated, last[:2] + folder + last[2:] if last else ""
 
         def do_OPTIONS(self) -> None:  # no CORS: browsers' pages must not reach the log
             self._send_error(
