@@ -97,6 +97,7 @@ def test_acknowledged_records_survive_sigkill_with_the_same_offsets_and_cluster_
     try:
         up = resolve.services_up(settings)
         assert [(s.name, s.healthy) for s in up][:2] == [("broker-s3", True), ("broker", True)]
+        assert up[1].new_log and "a new log" in up[1].detail
         broker, s3 = _records(settings)
         first_id = cluster_id({"bootstrap.servers": broker.address})
         assert first_id and first_id.startswith("pinpipe-")
@@ -106,6 +107,7 @@ def test_acknowledged_records_survive_sigkill_with_the_same_offsets_and_cluster_
         again = resolve.services_up(settings)
         assert again[0].detail.startswith("already running")  # the S3 server
         assert again[1].detail.startswith("started")  # a new broker on the same log
+        assert not again[1].new_log and "its log kept" in again[1].detail
         broker, _ = _records(settings)
         assert cluster_id({"bootstrap.servers": broker.address}) == first_id
         assert _fetch_all(broker.address, len(acked)) == acked

@@ -91,18 +91,23 @@ def load_credentials(home: Path) -> S3Credentials:
     return credentials
 
 
+def read_cluster_id(home: Path) -> str | None:
+    """The cluster id kept in ``<home>/cluster-id``; None if there is none yet."""
+    try:
+        return (Path(home) / "cluster-id").read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def stored_cluster_id(home: Path, new_id: str) -> str:
     """The cluster id kept in ``<home>/cluster-id``; ``new_id`` is written there if none is.
 
     A new id means a new, empty log: the caller knows it is new when the answer is ``new_id``.
     """
+    stored = read_cluster_id(home)
+    if stored is not None:
+        return stored
     path = Path(home) / "cluster-id"
-    try:
-        stored = path.read_text(encoding="ascii").strip()
-        if stored:
-            return stored
-    except FileNotFoundError:
-        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(new_id + "\n", encoding="ascii")

@@ -23,6 +23,7 @@ from pinpipe.services.broker_s3 import (
     BrokerS3Server,
     S3Storage,
     load_credentials,
+    read_cluster_id,
     s3_is_healthy,
     stored_cluster_id,
 )
@@ -59,6 +60,10 @@ class ServiceStatus:
     healthy: bool
     detail: str
     started_now: bool = False  # an embedded service this call started: the caller stops it
+    # The broker's log is new and empty (a memory-storage broker started now, or a durable log
+    # created now): the lake's raw files, the stream checkpoint and the speed tables of an
+    # earlier log no longer match its offsets. False for a durable log started again.
+    new_log: bool = False
 
 
 def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
@@ -130,13 +135,16 @@ def _broker_s3_server(settings: Settings) -> BrokerS3Server:
     )
 
 
-def _embedded_broker(settings: Settings, storage: S3Storage | None) -> EmbeddedBroker:
-    """The embedded broker of ``settings`` on ``storage`` (None: memory), not started."""
+def _embedded_broker(settings: Settings, storage: S3Storage | None) -> tuple[EmbeddedBroker, bool]:
+    """The embedded broker of ``settings`` on ``storage`` (None: memory), not started, and
+    whether its log is new (always with memory; with s3, when it had no cluster id yet)."""
     logs, port = settings.data_dir / "logs", settings.broker.embedded_port
     if storage is None:
-        return EmbeddedBroker(logs, port=port)
-    cluster_id = stored_cluster_id(broker_s3_home(settings), new_cluster_id())
-    return EmbeddedBroker(logs, port=port, cluster_id=cluster_id, storage=storage)
+        return EmbeddedBroker(logs, port=port), True
+    fresh = new_cluster_id()
+    cluster_id = stored_cluster_id(broker_s3_home(settings), fresh)
+    broker = EmbeddedBroker(logs, port=port, cluster_id=cluster_id, storage=storage)
+    return broker, cluster_id == fresh
 
 
 def _ensure_pipeline_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
@@ -175,7 +183,7 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
                 storage = server.storage()
             else:
                 storage = _s3_storage(settings, s3_record.address)
-        broker = stack.enter_context(_embedded_broker(settings, storage))
+        broker = stack.enter_context(_embedded_broker(settings, storage)[0])
         _ensure_pipeline_topics(settings, broker.bootstrap_servers)
         yield broker.bootstrap_servers
 
@@ -278,12 +286,12 @@ def _broker_s3_up(settings: Settings, started: list[str]) -> list[ServiceStatus]
 def _storage_detail(settings: Settings) -> str:
     if not broker_log_is_durable(settings):
         return "memory storage"
-    cluster_id = stored_cluster_id(broker_s3_home(settings), new_cluster_id())
-    return f"s3 storage, cluster id {cluster_id}"
+    return f"s3 storage, cluster id {read_cluster_id(broker_s3_home(settings))}"
 
 
 def _broker_up(settings: Settings, started: list[str]) -> ServiceStatus:
     configured = settings.broker.bootstrap_servers
+    new_log = False
     if configured:
         mode, bootstrap, detail = EXTERNAL, configured, "configured"
     else:
@@ -296,17 +304,20 @@ def _broker_up(settings: Settings, started: list[str]) -> ServiceStatus:
                 s3_record = _running_broker_s3(settings)
                 assert s3_record is not None, "_broker_s3_up runs first"
                 storage = _s3_storage(settings, s3_record.address)
-            broker = _embedded_broker(settings, storage)
+            broker, new_log = _embedded_broker(settings, storage)
             broker.start(detach=True)
             assert broker.pid is not None
             bootstrap = broker.bootstrap_servers
             write_record(settings.run_dir, ServiceRecord.now(BROKER, broker.pid, bootstrap))
             started.append(BROKER)
-            detail = f"started (pid {broker.pid}, {_storage_detail(settings)})"
+            kept = "" if storage is None else (", a new log" if new_log else ", its log kept")
+            detail = f"started (pid {broker.pid}, {_storage_detail(settings)}{kept})"
     created = _ensure_pipeline_topics(settings, bootstrap)
     new = sum(1 for outcome in created.values() if outcome == "created")
     detail += f"; {len(created)} topics ({new} created)"
-    return ServiceStatus(BROKER, mode, bootstrap, True, detail, started_now=BROKER in started)
+    return ServiceStatus(
+        BROKER, mode, bootstrap, True, detail, started_now=BROKER in started, new_log=new_log
+    )
 
 
 def _postgres_up(settings: Settings, started: list[str]) -> ServiceStatus:
