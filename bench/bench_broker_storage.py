@@ -91,22 +91,19 @@ def produce(bootstrap: str, count: int, batch_records: int | None, linger_ms: fl
     return time.monotonic() - began, first
 
 
-def fetch(bootstrap: str, start: dict[int, int], count: int) -> float:
-    """Fetch ``count`` records from the ``start`` offsets with one assigned consumer; seconds."""
+def fetch(bootstrap: str, start: dict[int, int], count: int, timeout_s: float) -> int:
+    """Fetch ``count`` records from the ``start`` offsets with one assigned consumer; returns how
+    many arrived (fewer when ``timeout_s`` passed first: a broker whose fetches stall)."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "log_level": 3})
     consumer.assign([TopicPartition(TOPIC, p, offset) for p, offset in start.items()])
-    got, began = 0, time.monotonic()
-    deadline = began + 300
-    while got < count:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"fetched {got} of {count} records in 300 s")
+    got, deadline = 0, time.monotonic() + timeout_s
+    while got < count and time.monotonic() < deadline:
         got += sum(1 for m in consumer.consume(10_000, 0.5) if m.error() is None)
-    seconds = time.monotonic() - began
     consumer.close()
-    return seconds
+    return got
 
 
 def measure(storage: str, args) -> dict[str, object]:
@@ -132,12 +129,15 @@ def measure(storage: str, args) -> dict[str, object]:
                 _, start = produce(bootstrap, args.fetch_records, args.batch_records, 5.0)
                 in_log += args.fetch_records
                 before = [cpu_seconds(pid) for pid in (broker_pid, s3_pid) if pid]
-                fetch(bootstrap, start, args.fetch_records)
+                got = fetch(bootstrap, start, args.fetch_records, args.fetch_timeout)
                 after = [cpu_seconds(pid) for pid in (broker_pid, s3_pid) if pid]
-                per_100k = 100_000 / args.fetch_records
-                fetch_cpu[size] = [(a - b) * per_100k for a, b in zip(after, before)]
-                print(f"[{storage}] {in_log:,} records in the log: fetch CPU/100k "
-                      f"{', '.join(f'{c:.2f}' for c in fetch_cpu[size])} s", flush=True)
+                if got < args.fetch_records:  # CPU per record means nothing then
+                    fetch_cpu[size] = f"stalled: {got:,} of {args.fetch_records:,} in {args.fetch_timeout:.0f} s"
+                else:
+                    per_100k = 100_000 / args.fetch_records
+                    fetch_cpu[size] = [(a - b) * per_100k for a, b in zip(after, before)]
+                print(f"[{storage}] {in_log:,} records in the log: fetch CPU/100k {fetch_cpu[size]}",
+                      flush=True)
             result["fetch"] = fetch_cpu
             result["rss"] = [peak_rss_mib(pid) for pid in (broker_pid, s3_pid) if pid]
             result["disk MiB"] = _disk_mib(workdir / "broker-s3")
@@ -188,6 +188,8 @@ def main() -> None:
     parser.add_argument("--log-sizes", type=lambda text: [int(x) for x in text.split(",")],
                         default=[0, 1_000_000, 2_000_000], help="records in the log before each fetch")
     parser.add_argument("--fetch-records", type=int, default=100_000)
+    parser.add_argument("--fetch-timeout", type=float, default=120.0,
+                        help="seconds the fetch of --fetch-records may take before it counts as stalled")
     parser.add_argument("--batch-records", type=int, default=100,
                         help="records per produced batch while the log grows (batch.num.messages)")
     parser.add_argument("--speed-seconds", type=float, default=0.0,
@@ -207,7 +209,8 @@ def main() -> None:
               "peak RSS MiB", "S3 objects MiB", "speed p50 s", "speed p99 s"]
     rows = []
     for r in results:
-        fetch_cells = [" + ".join(f"{c:.2f}" for c in r["fetch"][s]) for s in sizes]
+        fetch_cells = [cell if isinstance(cell := r["fetch"][s], str) else " + ".join(f"{c:.2f}" for c in cell)
+                       for s in sizes]
         rows.append([r["storage"], f"{r['produce/s']:,.0f}", *fetch_cells,
                      " + ".join(f"{m:.0f}" for m in r["rss"]), f"{r['disk MiB']:.0f}",
                      str(r.get("p50", "-")), str(r.get("p99", "-"))])
@@ -220,6 +223,9 @@ def main() -> None:
     memory, s3 = results
     ratios = [f"produce rate {s3['produce/s'] / memory['produce/s']:.2f}"]
     for s in sizes:
+        if isinstance(memory["fetch"][s], str) or isinstance(s3["fetch"][s], str):
+            ratios.append(f"fetch CPU @{s / 1e6:g}M -")
+            continue
         m, d = sum(memory["fetch"][s]), sum(s3["fetch"][s])
         ratios.append(f"fetch CPU @{s / 1e6:g}M {d / m:.2f}" if m else f"fetch CPU @{s / 1e6:g}M -")
     ratios.append(f"peak RSS {sum(s3['rss']) / sum(memory['rss']):.2f}")
