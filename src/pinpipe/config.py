@@ -42,7 +42,9 @@ class BrokerSettings(BaseModel):
     storage: Literal["memory", "s3"] = Field(
         "memory",
         description="The embedded broker's log: memory (lost when the broker stops) or s3 (kept in "
-        "<data_dir>/broker-s3 by a local S3 server pinpipe starts first; survives a broker's death). "
+        "<data_dir>/broker-s3 by a local S3 server pinpipe starts first; survives a broker's death, "
+        "but every fetch lists the partition's batches, so it slows down as the log grows and "
+        "stalls past a few thousand batches per partition: README, Known limits). "
         "Ignored with bootstrap_servers.",
     )
     embedded_s3_port: int = Field(

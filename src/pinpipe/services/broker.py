@@ -10,6 +10,9 @@ storages this Tansu build has (``broker.storage``):
   survives the death of the broker, SIGKILL included: Tansu answers a produce request after
   the PUT of its batch returned. The cluster id is kept beside the objects and passed on
   every start, since Tansu files its objects under it and clients take a new id for a new log.
+  Not the default: Tansu keeps one object per producer batch and lists a partition's objects
+  on every fetch, so fetches cost more as the log grows and stall past a few thousand batches
+  per partition (``bench/bench_broker_storage.py``; README, "Known limits").
 
 Tansu's known gaps hold for both: ListOffsets(LATEST) returns a stale end offset (the high
 watermark of a fetch is right) and DeleteRecords drops the connection. Point
