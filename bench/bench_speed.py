@@ -359,7 +359,8 @@ def run_once(args, label: str, read_tasks: int, linger_ms: float,
         if uid in acked and acked[uid] >= measure_from and float(seen) >= acked[uid]
     )
     if not latencies:
-        raise SystemExit("no acknowledged pin reached PostgreSQL")
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise SystemExit("no acknowledged pin of the measured window reached PostgreSQL")
     q = statistics.quantiles(latencies, n=100)
     third = max(1, len(lag_samples) // 3)
     lag_start = statistics.mean(lag_samples[:third]) if lag_samples else float("nan")
