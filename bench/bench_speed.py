@@ -32,12 +32,16 @@ invocation, a run that differs in one setting, for the ratio:
     default) instead of the ingest API's setting;
 ``--baseline tasks``
     one Spark task per Kafka partition (Spark's kafka source default) instead of
-    ``speed.read_tasks``.
+    ``speed.read_tasks``;
+``--baseline storage``
+    the embedded broker on the other storage than ``--broker-storage`` (memory <-> s3, see
+    ``broker.storage``), for the cost of a durable log.
 
 ::
 
     .venv/bin/python bench/bench_speed.py --via api --rate 2000 --duration 300 --baseline linger
     .venv/bin/python bench/bench_speed.py --rate 2000 --duration 60 --baseline tasks
+    .venv/bin/python bench/bench_speed.py --rate 2000 --duration 90 --broker-storage s3 --baseline storage
 """
 
 from __future__ import annotations
@@ -198,9 +202,15 @@ def load_via_kafka(settings, bootstrap: str, args, linger_ms: float, acked: dict
             uid = str(uuid.uuid4())
             for table, record in post_records(sent, uid).items():
                 key = uid if table is Table.PIN else str(sent)
-                producer.produce(topic_name(prefix, table), key=key.encode(),
-                                 value=json.dumps(record, separators=(",", ":")).encode(),
-                                 on_delivery=delivered)
+                while True:
+                    try:
+                        producer.produce(topic_name(prefix, table), key=key.encode(),
+                                         value=json.dumps(record, separators=(",", ":")).encode(),
+                                         on_delivery=delivered)
+                        break
+                    except BufferError:  # a broker slower than the load: it falls behind, said below
+                        producer.poll(0.05)
+                        tick(delivered_records[0])
             sent += 1
         producer.poll(0)
         tick(delivered_records[0])
@@ -274,7 +284,8 @@ def latency_split(conn, checkpoint: Path, pin_topic: str, since: float) -> str:
             f"{statistics.median(to_upsert):.2f} s")
 
 
-def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple[str, ...], list[int], str]:
+def run_once(args, label: str, read_tasks: int, linger_ms: float,
+             storage: str = "memory") -> tuple[tuple[str, ...], list[int], str]:
     """One configuration on a fresh broker, PostgreSQL and stream job; returns its table row, its
     lag samples (one a second) and its latency split (:func:`latency_split`)."""
     from confluent_kafka import Producer
@@ -286,7 +297,7 @@ def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple
 
     workdir = Path(tempfile.mkdtemp(prefix="pinpipe-bench-speed-", dir="/tmp"))
     workdir.chmod(0o755)
-    settings = load_settings(data_dir=workdir)
+    settings = load_settings(data_dir=workdir, broker={"storage": storage})
     with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
         env = child_env(workdir, bootstrap, dsn, read_tasks, linger_ms)
         job = start(["-m", "pinpipe.speed", "--trigger-s", str(args.trigger_s)], env, workdir / "stream.log")
@@ -348,7 +359,8 @@ def run_once(args, label: str, read_tasks: int, linger_ms: float) -> tuple[tuple
         if uid in acked and acked[uid] >= measure_from and float(seen) >= acked[uid]
     )
     if not latencies:
-        raise SystemExit("no acknowledged pin reached PostgreSQL")
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise SystemExit("no acknowledged pin of the measured window reached PostgreSQL")
     q = statistics.quantiles(latencies, n=100)
     third = max(1, len(lag_samples) // 3)
     lag_start = statistics.mean(lag_samples[:third]) if lag_samples else float("nan")
@@ -369,7 +381,9 @@ def main() -> None:
     parser.add_argument("--trigger-s", type=float, default=1.0)
     parser.add_argument("--via", choices=("kafka", "api"), default="kafka")
     parser.add_argument("--api-batch", type=int, default=20, help="posts per API request (--via api)")
-    parser.add_argument("--baseline", choices=("linger", "tasks"),
+    parser.add_argument("--broker-storage", choices=("memory", "s3"), default="memory",
+                        help="the embedded broker's log (broker.storage)")
+    parser.add_argument("--baseline", choices=("linger", "tasks", "storage"),
                         help="also run a baseline that differs in one setting, for the ratio")
     parser.add_argument("--baseline-linger-ms", type=float, default=2.0,
                         help="the producers' linger.ms in the linger baseline")
@@ -379,11 +393,17 @@ def main() -> None:
 
     settings = load_settings()
     linger_ms, tasks = settings.ingest.linger_ms, settings.speed.read_tasks
-    runs = [run_once(args, f"pinpipe ({tasks} read tasks, linger {linger_ms:g} ms)", tasks, linger_ms)]
+    storage = args.broker_storage
+    runs = [run_once(args, f"pinpipe ({tasks} read tasks, linger {linger_ms:g} ms, {storage} log)",
+                     tasks, linger_ms, storage)]
     if args.baseline == "linger":
-        runs.append(run_once(args, f"baseline (linger {args.baseline_linger_ms:g} ms)", tasks, args.baseline_linger_ms))
+        runs.append(run_once(args, f"baseline (linger {args.baseline_linger_ms:g} ms)", tasks,
+                             args.baseline_linger_ms, storage))
     elif args.baseline == "tasks":
-        runs.append(run_once(args, "baseline (1 task per partition)", 0, linger_ms))
+        runs.append(run_once(args, "baseline (1 task per partition)", 0, linger_ms, storage))
+    elif args.baseline == "storage":
+        other = "memory" if storage == "s3" else "s3"
+        runs.append(run_once(args, f"baseline ({other} log)", tasks, linger_ms, other))
     results = [row for row, _, _ in runs]
     header = ("run", "via", "posts/s asked", "achieved", "load s", "pins", "p50 s", "p95 s", "p99 s", "max s",
               "lag start", "lag end", "lag max", "batches", "rec/batch", "peak RSS MiB", "drained")

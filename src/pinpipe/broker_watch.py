@@ -62,8 +62,11 @@ class BrokerWatch:
         record = read_record(self.settings.run_dir, "broker")
         self.pid = record.pid if record else self.pid
         self.restarts += 1
-        self.event("broker", f"{status.detail}: an empty log (memory storage); what the old one "
-                   "held beyond the lake is reported by the lake sink and `pinpipe lake verify`")  # fmt: skip
+        if "memory storage" in status.detail:
+            self.event("broker", f"{status.detail}: an empty log; what the old one held beyond "
+                       "the lake is reported by the lake sink and `pinpipe lake verify`")  # fmt: skip
+        else:
+            self.event("broker", status.detail)
         return self.pid
 
     def _report_new_losses(self) -> None:

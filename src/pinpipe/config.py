@@ -13,7 +13,7 @@ import os
 import re
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -39,6 +39,17 @@ class BrokerSettings(BaseModel):
     partitions: int = Field(3, ge=1, description="Partitions of each topic pinpipe creates.")
     replication_factor: int = Field(1, ge=1)
     embedded_port: int = Field(0, ge=0, le=65535, description="0 picks a free loopback port.")
+    storage: Literal["memory", "s3"] = Field(
+        "memory",
+        description="The embedded broker's log: memory (lost when the broker stops) or s3 (kept in "
+        "<data_dir>/broker-s3 by a local S3 server pinpipe starts first; survives a broker's death, "
+        "but every fetch lists the partition's batches, so it slows down as the log grows and "
+        "stalls past a few thousand batches per partition: README, Known limits). "
+        "Ignored with bootstrap_servers.",
+    )
+    embedded_s3_port: int = Field(
+        0, ge=0, le=65535, description="Port of that S3 server (storage = s3); 0 picks a free loopback port."
+    )
     security_protocol: str | None = Field(None, description="PLAINTEXT, SSL, SASL_SSL, ...")
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

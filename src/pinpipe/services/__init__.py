@@ -1,4 +1,5 @@
-"""Embedded services: the Tansu broker, PostgreSQL, and ``pinpipe up`` / ``down`` / ``status``.
+"""Embedded services: the Tansu broker (and its S3 server), PostgreSQL, and ``pinpipe up`` /
+``down`` / ``status``.
 
 Every external system has an embedded default started and stopped by pinpipe itself, and a
 setting pointing at the real one; :mod:`pinpipe.services.resolve` chooses between them.
@@ -23,6 +24,7 @@ from pinpipe.services.postgres import (
 )
 from pinpipe.services.resolve import (
     ServiceStatus,
+    broker_log_is_durable,
     kafka_bootstrap,
     postgres_dsn,
     services_down,
@@ -47,6 +49,7 @@ __all__ = [
     "TopicError",
     "broker_binary",
     "broker_is_healthy",
+    "broker_log_is_durable",
     "delete_topics",
     "describe_topics",
     "ensure_topics",

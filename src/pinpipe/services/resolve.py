@@ -3,18 +3,30 @@
 For each service: the configured external one if set; else the embedded one ``pinpipe up``
 left running (found through its run record / ``postmaster.pid``); else an embedded one started
 just for the duration of a ``with`` block. Embedded files live under ``settings.data_dir``:
-``run/`` (records), ``logs/broker.log``, ``postgres/`` (+ ``postgres.password``).
+``run/`` (records), ``logs/broker.log``, ``postgres/`` (+ ``postgres.password``), and with
+``broker.storage = s3`` the broker's log in ``broker-s3/`` (served by the S3 server recorded as
+``broker-s3``, which starts before the broker and stops after it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pinpipe.config import Settings
 from pinpipe.events import all_topics
-from pinpipe.services.broker import EmbeddedBroker, broker_is_healthy
+from pinpipe.services.broker import EmbeddedBroker, broker_is_healthy, new_cluster_id
+from pinpipe.services.broker_s3 import MODULE as BROKER_S3_MODULE
+from pinpipe.services.broker_s3 import (
+    BrokerS3Server,
+    S3Storage,
+    load_credentials,
+    read_cluster_id,
+    s3_is_healthy,
+    stored_cluster_id,
+)
 from pinpipe.services.postgres import (
     EmbeddedPostgres,
     PostgresError,
@@ -33,6 +45,7 @@ from pinpipe.services.state import (
 from pinpipe.services.topics import ensure_topics
 
 BROKER = "broker"
+BROKER_S3 = "broker-s3"
 POSTGRES = "postgres"
 EMBEDDED = "embedded"
 EXTERNAL = "external"
@@ -48,6 +61,10 @@ class ServiceStatus:
     healthy: bool
     detail: str
     started_now: bool = False  # an embedded service this call started: the caller stops it
+    # The broker's log is new and empty (a memory-storage broker started now, or a durable log
+    # created now): the lake's raw files, the stream checkpoint and the speed tables of an
+    # earlier log no longer match its offsets. False for a durable log started again.
+    new_log: bool = False
 
 
 def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
@@ -81,6 +98,58 @@ def _running_broker(settings: Settings) -> ServiceRecord | None:
     return record
 
 
+def broker_log_is_durable(settings: Settings) -> bool:
+    """True if the embedded broker's log outlives the broker (``broker.storage = s3``).
+
+    Then a broker started again is the same log with the same offsets and cluster id, and what
+    was derived from it (the lake's raw files, the stream checkpoint) stays valid; with memory
+    storage every start is a new, empty log. False for a configured (external) broker.
+    """
+    return not settings.broker.bootstrap_servers and settings.broker.storage == "s3"
+
+
+def broker_s3_home(settings: Settings) -> Path:
+    """Where the durable broker log lives: ``<data_dir>/broker-s3`` (objects, credentials, id)."""
+    return settings.data_dir / "broker-s3"
+
+
+def _running_broker_s3(settings: Settings) -> ServiceRecord | None:
+    """The record of the detached S3 server of the broker, if it is alive and really that server."""
+    record = read_record(settings.run_dir, BROKER_S3)
+    if record is None:
+        return None
+    command = process_cmdline(record.pid)
+    port = record.address.rsplit(":", 1)[-1]
+    if BROKER_S3_MODULE not in command or f"--port {port}" not in command:
+        remove_record(settings.run_dir, BROKER_S3)
+        return None
+    return record
+
+
+def _s3_storage(settings: Settings, address: str) -> S3Storage:
+    return S3Storage(f"http://{address}", load_credentials(broker_s3_home(settings)))
+
+
+def _broker_s3_server(settings: Settings) -> BrokerS3Server:
+    return BrokerS3Server(
+        broker_s3_home(settings), settings.data_dir / "logs", port=settings.broker.embedded_s3_port
+    )
+
+
+def _embedded_broker(settings: Settings, storage: S3Storage | None,
+                     port: int | None = None) -> tuple[EmbeddedBroker, bool]:  # fmt: skip
+    """The embedded broker of ``settings`` on ``storage`` (None: memory), not started, and
+    whether its log is new (always with memory; with s3, when it had no cluster id yet).
+    ``port``: the one a restarted broker had, else ``broker.embedded_port``."""
+    logs, port = settings.data_dir / "logs", port or settings.broker.embedded_port
+    if storage is None:
+        return EmbeddedBroker(logs, port=port), True
+    fresh = new_cluster_id()
+    cluster_id = stored_cluster_id(broker_s3_home(settings), fresh)
+    broker = EmbeddedBroker(logs, port=port, cluster_id=cluster_id, storage=storage)
+    return broker, cluster_id == fresh
+
+
 def _ensure_pipeline_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
     broker = settings.broker
     return ensure_topics(
@@ -96,8 +165,9 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
     """Bootstrap servers for the with-block.
 
     ``broker.bootstrap_servers`` if configured; else the detached embedded broker recorded in
-    ``settings.run_dir``; else an embedded broker (memory storage) started now, with the
-    pipeline topics created, and stopped when the block ends.
+    ``settings.run_dir``; else an embedded broker started now (on its durable log with
+    ``broker.storage = s3``, whose S3 server is started too unless running), with the pipeline
+    topics created, and stopped when the block ends.
     """
     configured = settings.broker.bootstrap_servers
     if configured:
@@ -107,7 +177,16 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
     if record is not None:
         yield record.address
         return
-    with EmbeddedBroker(settings.data_dir / "logs", port=settings.broker.embedded_port) as broker:
+    with ExitStack() as stack:
+        storage = None
+        if broker_log_is_durable(settings):
+            s3_record = _running_broker_s3(settings)
+            if s3_record is None:
+                server = stack.enter_context(_broker_s3_server(settings))
+                storage = server.storage()
+            else:
+                storage = _s3_storage(settings, s3_record.address)
+        broker = stack.enter_context(_embedded_broker(settings, storage)[0])
         _ensure_pipeline_topics(settings, broker.bootstrap_servers)
         yield broker.bootstrap_servers
 
@@ -176,8 +255,9 @@ def services_up(
     """
     started: list[str] = []
     try:
-        broker = _broker_up(settings, started)
-        return [broker, _postgres_up(settings, started)]
+        statuses = _broker_s3_up(settings, started)
+        statuses.append(_broker_up(settings, started))
+        return [*statuses, _postgres_up(settings, started)]
     except BaseException:
         stop_embedded(settings, started, event)
         raise
@@ -187,15 +267,47 @@ def restart_embedded_broker(settings: Settings, port: int) -> ServiceStatus:
     """Start the detached embedded broker again on ``port`` after it died (``pinpipe up``
     supervises it), so that its clients reconnect by themselves; its pipeline topics are
     created again. With memory storage it comes back **empty**: a new log with a new cluster id,
-    which the lake sink and the stream job detect and report (:mod:`pinpipe.lake.logs`)."""
+    which the lake sink and the stream job detect and report (:mod:`pinpipe.lake.logs`); with
+    ``broker.storage = s3`` it keeps its log (its S3 server is started again first if needed)."""
     dead = read_record(settings.run_dir, BROKER)
     if dead is not None and not pid_is_alive(dead.pid):
         remove_record(settings.run_dir, BROKER)
+    _broker_s3_up(settings, [])
     return _broker_up(settings, [], port=port)
+
+
+def _broker_s3_up(settings: Settings, started: list[str]) -> list[ServiceStatus]:
+    """The broker's S3 server (``broker.storage = s3`` only), started unless running."""
+    if not broker_log_is_durable(settings):
+        return []
+    home = broker_s3_home(settings)
+    record = _running_broker_s3(settings)
+    if record is not None:
+        detail = f"already running (pid {record.pid}); objects in {home / 'objects'}"
+        return [ServiceStatus(BROKER_S3, EMBEDDED, record.address, True, detail)]
+    broker = _running_broker(settings)
+    if broker is not None:  # its S3 server is gone: that broker can neither write nor read
+        terminate_pid(broker.pid)
+        remove_record(settings.run_dir, BROKER)
+    server = _broker_s3_server(settings)
+    started.append(BROKER_S3)  # before start: a start interrupted half-way is stopped too
+    server.start(detach=True)
+    assert server.pid is not None and server.port is not None
+    address = f"127.0.0.1:{server.port}"
+    write_record(settings.run_dir, ServiceRecord.now(BROKER_S3, server.pid, address))
+    detail = f"started (pid {server.pid}); objects in {server.objects_dir}"
+    return [ServiceStatus(BROKER_S3, EMBEDDED, address, True, detail, started_now=True)]
+
+
+def _storage_detail(settings: Settings) -> str:
+    if not broker_log_is_durable(settings):
+        return "memory storage"
+    return f"s3 storage, cluster id {read_cluster_id(broker_s3_home(settings))}"
 
 
 def _broker_up(settings: Settings, started: list[str], port: int | None = None) -> ServiceStatus:
     configured = settings.broker.bootstrap_servers
+    new_log = False
     if configured:
         mode, bootstrap, detail = EXTERNAL, configured, "configured"
     else:
@@ -203,17 +315,25 @@ def _broker_up(settings: Settings, started: list[str], port: int | None = None) 
         if record is not None:
             bootstrap, detail = record.address, f"already running (pid {record.pid})"
         else:
-            broker = EmbeddedBroker(settings.data_dir / "logs", port=port or settings.broker.embedded_port)
+            storage = None
+            if broker_log_is_durable(settings):
+                s3_record = _running_broker_s3(settings)
+                assert s3_record is not None, "_broker_s3_up runs first"
+                storage = _s3_storage(settings, s3_record.address)
+            broker, new_log = _embedded_broker(settings, storage, port)
             broker.start(detach=True)
             assert broker.pid is not None
             bootstrap = broker.bootstrap_servers
             write_record(settings.run_dir, ServiceRecord.now(BROKER, broker.pid, bootstrap))
             started.append(BROKER)
-            detail = f"started (pid {broker.pid}, memory storage, cluster {broker.cluster_id})"
+            kept = "" if storage is None else (", a new log" if new_log else ", its log kept")
+            detail = f"started (pid {broker.pid}, {_storage_detail(settings)}{kept})"
     created = _ensure_pipeline_topics(settings, bootstrap)
     new = sum(1 for outcome in created.values() if outcome == "created")
     detail += f"; {len(created)} topics ({new} created)"
-    return ServiceStatus(BROKER, mode, bootstrap, True, detail, started_now=BROKER in started)
+    return ServiceStatus(
+        BROKER, mode, bootstrap, True, detail, started_now=BROKER in started, new_log=new_log
+    )
 
 
 def _postgres_up(settings: Settings, started: list[str]) -> ServiceStatus:
@@ -251,6 +371,18 @@ def stop_embedded(
             terminate_pid(record.pid)
         remove_record(settings.run_dir, BROKER)
         tell(BROKER, "stopped")
+    if BROKER_S3 in names:  # after the broker, which writes to it until it stops
+        _stop_broker_s3(settings)
+        tell(BROKER_S3, "stopped")
+
+
+def _stop_broker_s3(settings: Settings) -> ServiceRecord | None:
+    """Stop the broker's S3 server if it runs; returns its record (None: it was not running)."""
+    record = _running_broker_s3(settings)
+    if record is not None:
+        terminate_pid(record.pid)
+    remove_record(settings.run_dir, BROKER_S3)
+    return record
 
 
 def services_down(settings: Settings) -> list[ServiceStatus]:
@@ -274,6 +406,12 @@ def services_down(settings: Settings) -> list[ServiceStatus]:
         remove_record(settings.run_dir, BROKER)
         address = record.address if record else ""
         statuses.append(ServiceStatus(BROKER, EMBEDDED, address, False, detail))
+        # Also when storage is memory now: a server left by an earlier s3 setting is ours.
+        s3_record = _stop_broker_s3(settings)
+        if s3_record is not None or broker_log_is_durable(settings):
+            detail = f"stopped (pid {s3_record.pid})" if s3_record else "not running"
+            address = s3_record.address if s3_record else ""
+            statuses.append(ServiceStatus(BROKER_S3, EMBEDDED, address, False, detail))
 
     if settings.postgres.dsn is not None:
         masked = mask_dsn(settings.postgres.dsn.get_secret_value())
@@ -300,12 +438,14 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
         detail = "" if healthy else "no answer to a metadata request"
         statuses.append(ServiceStatus(BROKER, EXTERNAL, configured, healthy, detail))
     else:
+        if broker_log_is_durable(settings):
+            statuses.append(_broker_s3_status(settings))
         record = _running_broker(settings)
         if record is None:
             statuses.append(ServiceStatus(BROKER, EMBEDDED, "", False, "not running"))
         else:
             healthy = broker_is_healthy(settings.broker.client_config(record.address))
-            detail = f"pid {record.pid} since {record.started_at}, memory storage"
+            detail = f"pid {record.pid} since {record.started_at}, {_storage_detail(settings)}"
             if not healthy:
                 detail += "; no answer to a metadata request"
             statuses.append(ServiceStatus(BROKER, EMBEDDED, record.address, healthy, detail))
@@ -326,6 +466,18 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
             detail += f"; {_placement(server)}"
             statuses.append(ServiceStatus(POSTGRES, EMBEDDED, server.masked_dsn, healthy, detail))
     return statuses
+
+
+def _broker_s3_status(settings: Settings) -> ServiceStatus:
+    home = broker_s3_home(settings)
+    record = _running_broker_s3(settings)
+    if record is None:
+        return ServiceStatus(BROKER_S3, EMBEDDED, "", False, f"not running; objects in {home / 'objects'}")
+    healthy = s3_is_healthy(f"http://{record.address}", load_credentials(home))
+    detail = f"pid {record.pid} since {record.started_at}; objects in {home / 'objects'}"
+    if not healthy:
+        detail += "; no answer to HeadBucket"
+    return ServiceStatus(BROKER_S3, EMBEDDED, record.address, healthy, detail)
 
 
 def services_clean(settings: Settings) -> list[str]:
