@@ -65,7 +65,7 @@ def test_fetched_records_are_written_and_the_new_log_gets_new_files(own_broker, 
     wait_for(lambda: LogLedger(storage).logs()[-1].cluster_id == own_broker.cluster_id, 30,
              "the sink to enter the new log (and create its topics)")  # fmt: skip
     env.produce(topic, second, partition=0)
-    wait_for(lambda: seen_end(env, own_broker, topic) == 25, 30, "the sink to fetch the new log")
+    wait_for(lambda: seen_end(env, own_broker, topic) == 25, 60, "the sink to fetch the new log")
     stats = sink.stop()  # writes the new log's 25 records
 
     rows = read_lake(env.lake_dir)

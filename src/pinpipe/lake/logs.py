@@ -193,7 +193,7 @@ class LogTracker:
             return []
         self.save_seen(force=True)
         entry, ended = self.ledger.enter(cluster_id)
-        self.current, self._seen, self._seen_saved = entry, {}, {}
+        self.current, self._seen, self._seen_saved, self._saved_at = entry, {}, {}, 0.0
         if ended is None:
             return []
         seen = self.ledger.seen(ended.cluster_id)
