@@ -171,6 +171,7 @@ class LakeSink:
         self.logs = LogTracker(LogLedger(self.storage))
         self._uncommitted: dict[TopicPartitionKey, int] = {}  # written while the broker was away
         self._broker_lost_at: float | None = None
+        self._retired: list = []  # consumers of earlier logs, closing in the background
 
     def positions(self) -> dict[TopicPartitionKey, int]:
         """Next offset the sink will take, per assigned topic-partition (safe from any thread)."""
@@ -263,12 +264,31 @@ class LakeSink:
         except Exception as exc:  # leaving the group is best effort; offsets are committed
             log.warning("lake sink: closing the consumer failed: %s", exc)
 
+    def _retire_consumer(self) -> None:
+        """Let the old log's consumer go without waiting: its ``close`` can block for long
+        against a broker that does not know its group. Its callbacks are ignored from now on."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        self._retired.append(consumer)
+
+        def close() -> None:
+            with contextlib.suppress(Exception):
+                consumer.close()
+
+        threading.Thread(target=close, name="lake-sink-retired-consumer", daemon=True).start()
+
+    def _ignored(self, consumer) -> bool:
+        return any(consumer is retired for retired in self._retired)
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             failure = self._failure
             raise failure if isinstance(failure, SinkStopped) else SinkStopped(str(failure))
 
     def _on_assign(self, consumer, partitions) -> None:
+        if self._ignored(consumer):
+            return
         try:
             committed = consumer.committed(partitions, timeout=10)
         except Exception as exc:
@@ -283,6 +303,8 @@ class LakeSink:
 
     def _on_revoke(self, consumer, partitions) -> None:
         """Write what is buffered for the revoked partitions and commit, then let them go."""
+        if self._ignored(consumer):
+            return
         keys = {(tp.topic, tp.partition) for tp in partitions}
         try:
             if self._failure is None:
@@ -299,6 +321,8 @@ class LakeSink:
         """Another member may own these now: drop their buffers, write nothing. Unless the
         broker is gone (then no other member can read them): write them out, as a crash after
         writing and before committing would have (no commit follows; see the module docstring)."""
+        if self._ignored(consumer):
+            return
         keys = {(tp.topic, tp.partition) for tp in partitions}
         if self._failure is None and not self._same_log(self._cluster_id(1.0, consumer)):
             if self._broker_lost_at is None:
@@ -400,7 +424,7 @@ class LakeSink:
                       " at least %d acknowledged records of the earlier log never reached the lake:"
                       " %s", cluster, self.logs.generation, total,
                       "; ".join(entry.describe() for entry in lost))  # fmt: skip
-        elif self.logs.generation and self._next:
+        elif self.logs.generation:
             log.warning("lake sink: the broker's log was replaced by an empty one (cluster %s, "
                         "log %d); everything it had acknowledged is in the lake", cluster,
                         self.logs.generation)  # fmt: skip
@@ -430,7 +454,7 @@ class LakeSink:
         self._enter_log(cluster)
         self._uncommitted.clear()  # offsets of the old log mean nothing in the new one
         self._forget(set(self._next))
-        self._close_consumer(clean=False)
+        self._retire_consumer()
         ensure_pipeline_topics(self.settings, self.bootstrap)  # the new log has none yet
         self._subscribe()
 
