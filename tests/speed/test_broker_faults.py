@@ -28,6 +28,10 @@ from tests.speed.records import user
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
+SRC = Path(__file__).resolve().parents[2] / "src"
+"""This checkout's code: the job runs in another directory, where a relative PYTHONPATH=src
+would resolve to nothing and the job would import the pinpipe installed in the venv."""
+
 
 @pytest.fixture
 def broker(traversable_dir: Path) -> Iterator[EmbeddedBroker]:
@@ -46,6 +50,7 @@ def broker(traversable_dir: Path) -> Iterator[EmbeddedBroker]:
 def start_job(bootstrap: str, dsn: str, prefix: str, workdir: Path, metrics_port: int) -> subprocess.Popen:
     env = {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "PINPIPE_DATA_DIR": str(workdir),
         "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
         "PINPIPE_BROKER__TOPIC_PREFIX": prefix,
@@ -194,6 +199,7 @@ def test_a_paused_broker_makes_the_job_wait_not_exit(broker, fresh_dsn, topic_pr
         assert records_committed(fresh_dsn) == len(produced), "a record was committed twice"
     finally:
         stop_job(job)
+        print(log_excerpt(traversable_dir))  # shown with pytest -rP
 
 
 def test_an_empty_broker_on_the_same_port_is_read_from_its_start(broker, fresh_dsn, topic_prefix,
@@ -229,3 +235,4 @@ def test_an_empty_broker_on_the_same_port_is_read_from_its_start(broker, fresh_d
         assert job.poll() is None
     finally:
         stop_job(job)
+        print(log_excerpt(traversable_dir))  # shown with pytest -rP

@@ -208,7 +208,7 @@ class EndProbe:
                     "fetch.max.bytes": 1024 * 1024,
                     "max.partition.fetch.bytes": 64 * 1024,
                     "queued.max.messages.kbytes": 1024,
-                    "log_level": 3,
+                    "log_level": 2,  # not every reconnect of an outage (the source logs it)
                 }
             )
         return self._consumer
@@ -220,7 +220,7 @@ class EndProbe:
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient({**self.client_config, "log_level": 3})
+            self._admin = AdminClient({**self.client_config, "log_level": 2})
         from confluent_kafka import KafkaException
 
         try:

@@ -232,7 +232,7 @@ def _reader_consumer(client_config: dict[str, str]) -> Any:
             "auto.offset.reset": "error",
             "fetch.wait.max.ms": 50,
             "queued.max.messages.kbytes": 16 * 1024,
-            "log_level": 3,
+            "log_level": 2,  # not every reconnect of an outage (the reader logs it)
         }
     )
 
