@@ -71,7 +71,11 @@ def lost_ranges(
 
 
 def describe(ranges: list[LostRange]) -> str:
-    return "; ".join(r.describe() for r in ranges) or "no partition had been read"
+    """The ranges with records lost (or an unknown end), then how many partitions lost none."""
+    told = [r.describe() for r in ranges if r.records or r.end is None]
+    if len(told) < len(ranges):
+        told.append(f"none in {len(ranges) - len(told)} other partition(s)")
+    return "; ".join(told) or "no partition had been read"
 
 
 class SourceJournal:

@@ -4,8 +4,11 @@ One Spark task reads its ranges ``[start, end)`` with one assign-only consumer (
 next task of the same Python worker) and yields Arrow record batches of
 :data:`~pinpipe.speed.source.KAFKA_SCHEMA`.
 
-When records stop coming, the reader asks the broker for metadata (every few seconds) to tell
-three cases apart:
+Records of a range are yielded only between two answers of the broker naming the cluster the
+batch was planned on (one before the first fetch, one before each yield, from an admin client
+apart from the reading consumer): a broker restarted in between would serve another log's
+records at the same offsets. When records stop coming, the reader also asks (every few
+seconds), to tell three cases apart:
 
 - the broker does not answer (paused, down, unreachable): the task **waits**, logging every
   30 s, for up to ``brokerWaitMs`` (``speed.broker_wait_s``; 0: for good); that time does not
@@ -81,96 +84,107 @@ class RangeReader:
         self.journal = SourceJournal(journal_dir) if journal_dir else None
 
     def read(self, partition: KafkaInputPartition) -> Iterator[Any]:
-        """Exactly the records ``[start, end)`` of each range, as Arrow record batches."""
+        """Exactly the records ``[start, end)`` of each range, as Arrow record batches.
+
+        With the planned log's cluster id known, records are yielded only between two answers
+        of the broker naming that cluster (one before the first fetch, one before each yield):
+        a broker that restarted in between would have served records of another log at the
+        same offsets.
+        """
         from confluent_kafka import TopicPartition
 
         ensure_log_handler()
+        if not partition.ranges:
+            yield _to_arrow([])  # the warm-up task's empty batch warms the Arrow path too
+            return
+        positions = {(r.topic, r.partition): r.start for r in partition.ranges}
+        ends = {(r.topic, r.partition): r.end for r in partition.ranges}
+        confirmed = dict(positions)  # per range, the records before it were yielded
+        if not self._confirm(partition, confirmed, ends):
+            return
         consumer = _reader_consumer(self.client_config)
         finished = False
         try:
             consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in partition.ranges])
-            positions = {(r.topic, r.partition): r.start for r in partition.ranges}
-            ends = {(r.topic, r.partition): r.end for r in partition.ranges}
             rows: list[Any] = []
             last_progress = next_check = time.monotonic()
-            unreachable_since: float | None = None
-            last_wait_log = 0.0
+            waiting = _Waiting(self.broker_wait_s)
             while positions:
                 wanted = min(sum(ends[key] - at for key, at in positions.items()), _BATCH_ROWS)
                 messages = consumer.consume(wanted, timeout=0.2)
-                for message in messages:
-                    try:
-                        if self._take(message, positions, ends):
+                try:
+                    for message in messages:
+                        if self._take(message, positions, ends, partition):
                             rows.append(message)
-                    except KafkaSourceError:
-                        if self._broker_state(consumer, partition) != "gone":
-                            raise
-                        self._give_up(partition, positions, ends)
-                        break
+                except KafkaSourceError:
+                    if _broker_state(self.client_config, partition) != "gone":
+                        raise
+                    self._give_up(partition, confirmed, ends)
+                    rows = []
+                    break
                 now = time.monotonic()
                 if messages:
                     last_progress = now
-                    unreachable_since = None
-                if len(rows) >= _BATCH_ROWS:
+                    waiting.over()
+                if len(rows) >= _BATCH_ROWS or (rows and not positions):
+                    if not self._confirm(partition, confirmed, ends):
+                        rows = []
+                        break
                     yield _to_arrow(rows)
                     rows = []
+                    confirmed = {key: positions.get(key, ends[key]) for key in ends}
                 if not positions or now - last_progress < _CHECK_AFTER_S or now < next_check:
                     continue
                 next_check = now + _CHECK_AFTER_S
-                state = self._broker_state(consumer, partition)
+                state = _broker_state(self.client_config, partition)
                 if state == "gone":
-                    self._give_up(partition, positions, ends)
-                elif state == "unreachable":
+                    self._give_up(partition, confirmed, ends)
+                    break
+                if state == "unreachable":
                     last_progress = now  # waiting for the broker is not waiting for records
-                    unreachable_since = unreachable_since or now
-                    waited = now - unreachable_since
-                    if self.broker_wait_s and waited > self.broker_wait_s:
-                        raise KafkaSourceError(
-                            f"the broker did not answer for {waited:.0f} s (speed.broker_wait_s = "
-                            f"{self.broker_wait_s:.0f}) while reading {_waiting(positions, ends)}"
-                        )
-                    if now - last_wait_log >= _WAIT_LOG_EVERY_S:
-                        last_wait_log = now
-                        log.warning("broker unreachable for %.0f s; waiting to read %s", waited,
-                                    _waiting(positions, ends))
+                    waiting.still(f"to read {_waiting(positions, ends)}")
                 elif now - last_progress > self.poll_timeout_s:
                     raise KafkaSourceError(
                         f"no records for {self.poll_timeout_s:.0f} s from {_waiting(positions, ends)}"
                     )
-            if rows or not partition.ranges:
-                yield _to_arrow(rows)  # the warm-up task's empty batch warms the Arrow path too
             finished = True
         finally:
             _release_reader_consumer(self.client_config, consumer, reusable=finished)
 
-    def _broker_state(self, consumer: Any, partition: KafkaInputPartition) -> str:
-        """``unreachable``, ``gone`` (another cluster id: the planned log is no more) or ``same``."""
-        from confluent_kafka import KafkaException
+    def _confirm(self, partition: KafkaInputPartition, confirmed: dict, ends: dict) -> bool:
+        """Whether the broker still serves the planned log (waiting while it does not answer);
+        if not, the ranges from ``confirmed`` on are reported lost."""
+        if partition.cluster is None:
+            return True
+        waiting = _Waiting(self.broker_wait_s)
+        while True:
+            state = _broker_state(self.client_config, partition)
+            if state == "same":
+                waiting.over()
+                return True
+            if state == "gone":
+                self._give_up(partition, confirmed, ends)
+                return False
+            waiting.still(f"to read {_waiting(confirmed, ends)}")
+            time.sleep(_CHECK_AFTER_S)
 
-        try:
-            cluster = consumer.list_topics(timeout=2).cluster_id
-        except KafkaException:
-            return "unreachable"
-        if partition.cluster is not None and cluster is not None and cluster != partition.cluster:
-            return "gone"
-        return "same"
-
-    def _give_up(self, partition: KafkaInputPartition, positions: dict, ends: dict) -> None:
-        """The log the ranges were planned on restarted: the rest of them is lost."""
-        lost = [LostRange(t, p, at, ends[(t, p)]) for (t, p), at in sorted(positions.items())]
+    def _give_up(self, partition: KafkaInputPartition, confirmed: dict, ends: dict) -> None:
+        """The log the ranges were planned on restarted: what was not yielded of them is lost."""
+        lost = [LostRange(t, p, at, ends[(t, p)]) for (t, p), at in sorted(confirmed.items()) if at < ends[(t, p)]]
         log.warning(
             "log restarted while reading (cluster %s is gone): records lost for the speed layer: %s",
             partition.cluster, describe(lost),
         )
         if self.journal is not None:
             self.journal.append_event("range_lost", lost, old_cluster=partition.cluster)
-        positions.clear()
 
-    def _take(self, message: Any, positions: dict, ends: dict) -> bool:
+    def _take(self, message: Any, positions: dict, ends: dict, partition: Any) -> bool:
         """Whether ``message`` is the next record of a range; drop ranges that reached their end.
 
         ``positions`` holds each unfinished range's next offset and loses a range once it is
-        complete.
+        complete. Raises :class:`KafkaSourceError` for an error, and for the end of a log short
+        of the planned end on another cluster (a restarted log answers a fetch beyond its end
+        with an end-of-partition event at the fetch offset).
         """
         from confluent_kafka import KafkaError
 
@@ -181,6 +195,8 @@ class RangeReader:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 if message.offset() >= positions[key]:
+                    if positions[key] < ends[key] and _broker_state(self.client_config, partition) == "gone":
+                        raise KafkaSourceError(f"{key[0]}[{key[1]}] ends at {message.offset()}: the log is gone")
                     # The planned end was at or below the high watermark, so the end of the
                     # log is the end of the range (a transaction marker can take the last
                     # offsets).
@@ -205,7 +221,58 @@ def _waiting(positions: dict, ends: dict) -> str:
     return ", ".join(
         f"{topic}[{part}] at {at} (planned up to {ends[(topic, part)]})"
         for (topic, part), at in sorted(positions.items())
+        if at < ends[(topic, part)]
     )
+
+
+class _Waiting:
+    """A wait for an unreachable broker: logged every 30 s, failing after ``bound_s`` (0: never)."""
+
+    def __init__(self, bound_s: float) -> None:
+        self.bound_s = bound_s
+        self.since: float | None = None
+        self.logged = 0.0
+
+    def still(self, what: str) -> None:
+        now = time.monotonic()
+        self.since = self.since or now
+        waited = now - self.since
+        if self.bound_s and waited > self.bound_s:
+            raise KafkaSourceError(
+                f"the broker did not answer for {waited:.0f} s (speed.broker_wait_s = {self.bound_s:.0f}), "
+                f"waiting {what}"
+            )
+        if now - self.logged >= _WAIT_LOG_EVERY_S:
+            self.logged = now
+            log.warning("broker unreachable for %.0f s; waiting %s", waited, what)
+
+    def over(self) -> None:
+        if self.since is not None and self.logged:
+            log.warning("the broker answers again after %.0f s", time.monotonic() - self.since)
+        self.since = None
+
+
+_ADMINS: dict[tuple, Any] = {}
+"""An admin client per client configuration, for the cluster id checks of this Python worker
+(apart from the reading consumer: metadata requests on a fetching consumer can stall its fetches)."""
+
+
+def _broker_state(client_config: dict[str, str], partition: KafkaInputPartition) -> str:
+    """``unreachable``, ``gone`` (another cluster id: the planned log is no more) or ``same``."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    key = tuple(sorted(client_config.items()))
+    admin = _ADMINS.get(key)
+    if admin is None:
+        admin = _ADMINS[key] = AdminClient({**client_config, "log_level": 2})
+    try:
+        cluster = admin.list_topics(timeout=2).cluster_id
+    except KafkaException:
+        return "unreachable"
+    if partition.cluster is not None and cluster is not None and cluster != partition.cluster:
+        return "gone"
+    return "same"
 
 
 _READER_CONSUMERS: dict[tuple, Any] = {}

@@ -69,14 +69,13 @@ and warm-up (~20 s) at each attempt, so the job waits out restarts, upgrades and
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader
 
-from pinpipe.speed.journal import SourceJournal, describe, ensure_log_handler, lost_ranges
+from pinpipe.speed.journal import LostRange, ensure_log_handler
 from pinpipe.speed.offsets import (
     EARLIEST,
     LATEST,
@@ -94,11 +93,11 @@ from pinpipe.speed.reader import (
     KafkaSourceError,
     RangeReader,
 )
+from pinpipe.speed.watch import BrokerWatch
 
 __all__ = ["FORMAT", "KAFKA_SCHEMA", "KafkaDataSource", "KafkaInputPartition", "KafkaPartitionRange",
            "KafkaSourceError", "KafkaStreamReader", "group_ranges", "register"]
 
-log = logging.getLogger(__name__)
 
 FORMAT = "pinpipe-kafka"
 KAFKA_SCHEMA = (
@@ -107,7 +106,6 @@ KAFKA_SCHEMA = (
 )
 """The source's columns (Spark's kafka source columns, key and value decoded)."""
 
-_WAIT_LOG_EVERY_S = 30.0
 
 
 def group_ranges(ranges: list[KafkaPartitionRange], max_groups: int | None) -> list[tuple[KafkaPartitionRange, ...]]:
@@ -181,10 +179,8 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.journal_dir = options.get("pinpipe.statedir") or None
         self._probe: EndProbe | None = None
         self._known: OffsetMap = {}
-        self._seen: tuple[str | None, OffsetMap] | None = None  # (cluster, ends) as last seen
+        self._watch = BrokerWatch(self.broker_wait_s, self.journal_dir)
         self._planned: dict | None = None  # the last end this reader planned
-        self._unreachable_since: float | None = None
-        self._last_wait_log = 0.0
         self._warmed_up = False  # a task has been planned (see partitions())
 
     # The probe's consumer stays on the driver; read() runs elsewhere and makes its own.
@@ -201,9 +197,6 @@ class KafkaStreamReader(DataSourceStreamReader):
                 metadata_timeout_s=self.metadata_timeout_s,
             )  # fmt: skip
         return self._probe
-
-    def _journal(self) -> SourceJournal | None:
-        return SourceJournal(self.journal_dir) if self.journal_dir else None
 
     # --- planning (driver) -------------------------------------------------------------
 
@@ -233,10 +226,10 @@ class KafkaStreamReader(DataSourceStreamReader):
                         else:
                             spec = self.starting.get(topic, {}).get(str(partition), EARLIEST)
                         offsets.setdefault(topic, {})[str(partition)] = self._first_offset(topic, partition, spec)
-                self._broker_answered()
+                self._watch.answered()
                 return mark_log(offsets, probe.cluster_id)
             except BrokerUnavailable as exc:
-                self._broker_unavailable(exc)
+                self._watch.unavailable(exc)
                 time.sleep(1)
 
     def getDefaultReadLimit(self) -> Any:
@@ -256,7 +249,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         try:
             planned = self._plan(start, max_records)
         except BrokerUnavailable as exc:
-            self._broker_unavailable(exc)
+            self._watch.unavailable(exc)
             return start
         self._planned = planned
         return planned
@@ -266,7 +259,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         probe = self._end_probe()
         current = probe.partitions()
         cluster = probe.cluster_id
-        self._broker_answered()
+        self._watch.answered()
         old_cluster = mark.get("cluster")
         restarted: set[tuple[str, int]] = set()
         reason = ""
@@ -301,12 +294,11 @@ class KafkaStreamReader(DataSourceStreamReader):
             for topic, parts in probe.ends(again).items():
                 ends.setdefault(topic, {}).update(parts)
         if restarted:
-            self._report_restart(processed, restarted, old_cluster, cluster, reason)
+            self._watch.log_restarted(processed, restarted, old_cluster, cluster, reason)
         self._known = ends
-        self._remember_seen(cluster, ends)
         end = limit_offsets(begin, ends, max_records)
         idle = not restarted and not first and end == processed
-        self._write_state(cluster, idle=idle)
+        self._watch.planned(cluster, ends, idle=idle)
         if idle and old_cluster == cluster:
             return start  # nothing new: Spark plans no batch
         kept_first = {t: {p: o for p, o in parts.items() if p in end.get(t, {})} for t, parts in first.items()}
@@ -324,70 +316,6 @@ class KafkaStreamReader(DataSourceStreamReader):
             self._probe.close()
             self._probe = None
         return self._end_probe()
-
-    def _remember_seen(self, cluster: str | None, ends: OffsetMap) -> None:
-        old_cluster, seen = self._seen_ends()
-        merged = {t: dict(parts) for t, parts in seen.items()} if old_cluster == cluster else {}
-        for topic, parts in ends.items():
-            merged.setdefault(topic, {}).update(parts)
-        self._seen = (cluster, merged)
-
-    def _seen_ends(self) -> tuple[str | None, OffsetMap]:
-        """The partitions' ends as last seen, by this reader or (after a restart) an earlier one."""
-        if self._seen is None:
-            journal = self._journal()
-            state = journal.state() if journal is not None else {}
-            self._seen = (state.get("cluster"), state.get("seen") or {})
-        return self._seen
-
-    def _report_restart(
-        self, processed: OffsetMap, keys: set, old_cluster: str | None, cluster: str | None, reason: str
-    ) -> None:
-        seen_cluster, seen = self._seen_ends()
-        known = seen if seen_cluster == old_cluster else None
-        lost = lost_ranges(processed, known, keys)
-        log.warning(
-            "log restarted (%s): reading from the new log's start; records lost for the speed layer "
-            "(not processed before the restart): %s", reason, describe(lost),
-        )  # fmt: skip
-        journal = self._journal()
-        if journal is not None:
-            journal.append_event("log_restart", lost, old_cluster=old_cluster, new_cluster=cluster, reason=reason)
-        self._seen = (cluster, {})
-
-    def _write_state(self, cluster: str | None, *, idle: bool) -> None:
-        journal = self._journal()
-        if journal is not None:
-            journal.write_state(
-                at=time.time(), idle=idle, cluster=cluster, seen=self._seen_ends()[1],
-                unreachable_since=None,
-            )  # fmt: skip
-
-    def _broker_answered(self) -> None:
-        if self._unreachable_since is not None:
-            log.warning("the broker answers again after %.0f s", time.time() - self._unreachable_since)
-            self._unreachable_since = None
-
-    def _broker_unavailable(self, error: BrokerUnavailable) -> None:
-        """Wait (the trigger plans nothing), log every so often, give up after ``brokerWaitMs``."""
-        now = time.time()
-        if self._unreachable_since is None:
-            self._unreachable_since = now
-        waited = now - self._unreachable_since
-        if self.broker_wait_s and waited > self.broker_wait_s:
-            raise KafkaSourceError(
-                f"the broker did not answer for {waited:.0f} s (speed.broker_wait_s = {self.broker_wait_s:.0f}): "
-                f"{error}"
-            )
-        if waited == 0 or now - self._last_wait_log >= _WAIT_LOG_EVERY_S:
-            self._last_wait_log = now
-            bound = f"up to {self.broker_wait_s:.0f} s" if self.broker_wait_s else "for as long as it takes"
-            log.warning("broker unreachable for %.0f s (%s); waiting %s", waited, error, bound)
-        journal = self._journal()
-        if journal is not None:
-            state = journal.state()
-            state.update(unreachable_since=self._unreachable_since, error=str(error))
-            journal.write_state(**state)
 
     def reportLatestOffset(self) -> dict | None:
         return self._known or None
@@ -425,8 +353,6 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def _log_is_gone(self, cluster: str, ranges: list[KafkaPartitionRange]) -> bool:
         """Whether the broker now has another log than the one ``ranges`` were planned on."""
-        from pinpipe.speed.journal import LostRange
-
         try:
             probe = self._end_probe()
             probe.partitions()
@@ -435,13 +361,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         if probe.cluster_id is None or probe.cluster_id == cluster:
             return False
         lost = [LostRange(r.topic, r.partition, r.start, r.end) for r in ranges]
-        log.warning(
-            "log restarted before a planned batch ran (cluster %s is now %s): records lost for the "
-            "speed layer: %s", cluster, probe.cluster_id, describe(lost),
-        )  # fmt: skip
-        journal = self._journal()
-        if journal is not None:
-            journal.append_event("range_lost", lost, old_cluster=cluster, new_cluster=probe.cluster_id)
+        self._watch.planned_range_lost(lost, cluster, probe.cluster_id)
         return True
 
     def commit(self, end: dict) -> None:
