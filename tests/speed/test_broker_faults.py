@@ -22,6 +22,7 @@ import pytest
 
 from pinpipe.events import Table, record_key, topic_name
 from pinpipe.services.broker import EmbeddedBroker, free_port
+from pinpipe.speed.health import stream_health
 from tests.speed.conftest import create_topics, stored_value
 from tests.speed.pg import query, wait_for
 from tests.speed.records import user
@@ -188,6 +189,7 @@ def test_a_paused_broker_makes_the_job_wait_not_exit(broker, fresh_dsn, topic_pr
         time.sleep(2)
         os.kill(broker.pid, signal.SIGSTOP)
         time.sleep(30)  # the deliberate pause
+        paused = stream_health(f"http://127.0.0.1:{port}/metrics", max_age_s=20)
         os.kill(broker.pid, signal.SIGCONT)
         time.sleep(3)
         flowing.set()
@@ -200,6 +202,9 @@ def test_a_paused_broker_makes_the_job_wait_not_exit(broker, fresh_dsn, topic_pr
         time.sleep(2)  # any further (empty) batch
         assert job.poll() is None, log_excerpt(traversable_dir)
         assert records_committed(fresh_dsn) == len(produced), "a record was committed twice"
+        assert not paused and "neither committed" in paused.reason, paused
+        wait_job(lambda: stream_health(f"http://127.0.0.1:{port}/metrics").healthy, job, traversable_dir, 30,
+                 "the job to report itself healthy")
     finally:
         stop_job(job)
         print(log_excerpt(traversable_dir))  # shown with pytest -rP

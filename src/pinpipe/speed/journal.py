@@ -51,9 +51,11 @@ class LostRange:
         where = f"{self.topic}[{self.partition}]"
         if self.end is None:
             return f"{where} from offset {self.first} (the old log's end was not seen)"
-        return f"{where} offsets {self.first}-{self.end - 1} ({self.records} records)" if self.records else (
-            f"{where} none (processed up to {self.first})"
-        )
+        if self.records == 1:
+            return f"{where} offset {self.first} (1 record)"
+        if self.records:
+            return f"{where} offsets {self.first}-{self.end - 1} ({self.records} records)"
+        return f"{where} none (processed up to {self.first})"
 
 
 def lost_ranges(
