@@ -46,11 +46,13 @@ def checkpoint_location(settings: Settings, checkpoint_dir: str | Path | None = 
     return str(checkpoint_dir or settings.speed.checkpoint_dir or settings.data_dir / "checkpoints" / "speed")
 
 
-def journal_dir(checkpoint: str) -> str:
-    """Where the source keeps its journal (:mod:`pinpipe.speed.journal`): inside the checkpoint."""
+def journal_dir(checkpoint: str) -> str | None:
+    """Where the source keeps its journal (:mod:`pinpipe.speed.journal`): inside a local
+    checkpoint (None for a remote one: the job keeps no journal, and exports no loss figures)."""
     from pinpipe.speed.journal import DIRECTORY
 
-    return str(Path(checkpoint.removeprefix("file://").removeprefix("file:")) / DIRECTORY)
+    local = checkpoint.removeprefix("file://").removeprefix("file:")
+    return None if "://" in local else str(Path(local) / DIRECTORY)
 
 
 def read_kafka(
@@ -312,7 +314,9 @@ class MicroBatchHandler:
                 self.metrics.progress(self.query.lastProgress)
                 from pinpipe.speed.journal import SourceJournal
 
-                self.metrics.follow(SourceJournal(journal_dir(self.checkpoint)))
+                journal = journal_dir(self.checkpoint)
+                if journal is not None:
+                    self.metrics.follow(SourceJournal(journal))
             except Exception:  # metrics must never stop the stream
                 log.debug("stream metrics not updated", exc_info=True)
 
