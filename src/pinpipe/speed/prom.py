@@ -32,6 +32,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from pinpipe.speed.journal import SourceJournal
+from pinpipe.speed.offsets import LOG_KEY
 
 LATENCY_BUCKETS = (0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 10, 20, 60)
 
@@ -49,7 +50,7 @@ def _offsets(value: Any) -> dict[str, dict[str, int]]:
         return {}
     out: dict[str, dict[str, int]] = {}
     for topic, parts in value.items():
-        if isinstance(parts, dict):
+        if isinstance(parts, dict) and topic != LOG_KEY:  # the log mark is no partition
             out[str(topic)] = {
                 str(p): int(o) for p, o in parts.items() if isinstance(o, (int, float))
             }
