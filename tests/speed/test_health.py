@@ -7,7 +7,7 @@ import json
 from prometheus_client import generate_latest
 
 from pinpipe.speed.checkpoint import committed_offsets
-from pinpipe.speed.health import stream_health, stream_losses
+from pinpipe.speed.health import checkpoint_losses, stream_health, stream_losses
 from pinpipe.speed.journal import LostRange, SourceJournal, lost_ranges
 from pinpipe.speed.offsets import mark_log, split_log
 from pinpipe.speed.prom import StreamMetrics
@@ -81,6 +81,15 @@ def test_journal_events_and_state_become_metrics(tmp_path):
     assert losses.partitions_end_unknown == {"u": 1}
     metrics.query_active.set(1)
     assert stream_health(text(metrics), now=NOW)  # the idle trigger counts as progress
+
+
+def test_checkpoint_losses_read_the_journal_without_a_job(tmp_path):
+    journal = SourceJournal(tmp_path / "pinpipe-source")
+    journal.append_event("log_restart", [LostRange("t", 0, 10, 25), LostRange("u", 0, 3, None)])
+    journal.append_event("range_lost", [LostRange("t", 1, 0, 7)])
+    losses = checkpoint_losses(f"file:{tmp_path}")
+    assert (losses.log_restarts, losses.records_lost, losses.partitions_end_unknown) == (1, {"t": 22}, {"u": 1})
+    assert checkpoint_losses("s3://bucket/ckpt").log_restarts == 0
 
 
 def test_committed_offsets_skip_the_log_mark(tmp_path):

@@ -5,7 +5,8 @@ up before any query runs, and a query can hang. The job is **healthy** when its 
 (``pinpipe_stream_query_active`` 1) and has made progress within ``max_age_s``: committed a
 micro-batch, or run a trigger that found nothing new to read
 (``pinpipe_stream_last_progress_timestamp_seconds``). :func:`stream_health` says which and why;
-:func:`stream_losses` gives the records the speed layer lost to restarted broker logs.
+:func:`stream_losses` gives the records the speed layer lost to restarted broker logs, and
+:func:`checkpoint_losses` the same from the checkpoint when no job runs.
 """
 
 from __future__ import annotations
@@ -105,3 +106,24 @@ def stream_losses(metrics: str, *, timeout_s: float = 3.0) -> StreamLosses:
         return {labels.get("topic", ""): int(value) for labels, value in samples.get(name, ())}
 
     return StreamLosses(int(_value(samples, LOG_RESTARTS) or 0), by_topic(RECORDS_LOST), by_topic(END_UNKNOWN))
+
+
+def checkpoint_losses(checkpoint: str) -> StreamLosses:
+    """The same figures read from the checkpoint's source journal, with or without a running job
+    (:func:`pinpipe.speed.job.checkpoint_location`; a remote checkpoint has none)."""
+    from pinpipe.speed.job import journal_dir
+    from pinpipe.speed.journal import SourceJournal
+
+    directory = journal_dir(checkpoint)
+    if directory is None:
+        return StreamLosses()
+    restarts, lost, unknown = 0, {}, {}
+    for event in SourceJournal(directory).events()[0]:
+        restarts += event.get("kind") == "log_restart"
+        for item in event.get("lost", ()):
+            topic = str(item.get("topic"))
+            if item.get("end") is None:
+                unknown[topic] = unknown.get(topic, 0) + 1
+            else:
+                lost[topic] = lost.get(topic, 0) + max(int(item["end"]) - int(item["first"]), 0)
+    return StreamLosses(restarts, lost, unknown)
