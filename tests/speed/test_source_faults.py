@@ -116,3 +116,24 @@ def test_a_broker_that_does_not_answer_is_waited_for_then_given_up_on(traversabl
         while time.monotonic() < deadline:
             assert reader.latestOffset(start, ReadAllAvailable()) == start
     reader.stop()
+
+
+def test_a_checkpoint_without_a_log_mark_beyond_the_log_is_read_from_its_start(traversable_dir, caplog):
+    with EmbeddedBroker(traversable_dir / "a") as broker:
+        create_topic(broker.bootstrap_servers)
+        produce(broker.bootstrap_servers, 0, 3)
+        produce(broker.bootstrap_servers, 1, 2)
+        reader = reader_for(broker.bootstrap_servers, traversable_dir / "journal")
+        old = {TOPIC: {"0": 50, "1": 1}}  # written before the mark: no cluster id to compare
+        with caplog.at_level(logging.WARNING, logger="pinpipe"):
+            end = reader.latestOffset(old, ReadAllAvailable())
+        assert end == {
+            TOPIC: {"0": 3, "1": 2}, "@log": {"cluster": broker.cluster_id, "from": {TOPIC: {"0": 0}}},
+        }  # fmt: skip
+        assert reader.partitions(old, end) == [
+            KafkaInputPartition((KafkaPartitionRange(TOPIC, 0, 0, 3),), broker.cluster_id),
+            KafkaInputPartition((KafkaPartitionRange(TOPIC, 1, 1, 2),), broker.cluster_id),
+        ]
+        reader.stop()
+    warning = next(r.getMessage() for r in caplog.records if "log restarted" in r.getMessage())
+    assert "ends below" in warning and f"{TOPIC}[0] from offset 50 (the old log's end was not seen)" in warning
