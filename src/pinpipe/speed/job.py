@@ -385,7 +385,8 @@ def run_stream(
 
     ``started`` is set once the query runs (Spark is up and the schema migrated).
     ``metrics_port``: serve Prometheus ``/metrics`` on ``127.0.0.1:<port>``
-    (:mod:`pinpipe.speed.prom`).
+    (:mod:`pinpipe.speed.prom`), from before Spark starts: its health gauges then tell a job
+    still starting from one whose query runs (:func:`pinpipe.speed.health.stream_health`).
 
     ``bootstrap`` and ``dsn`` come from :func:`pinpipe.services.resolve.kafka_bootstrap` and
     :func:`~pinpipe.services.resolve.postgres_dsn`. Stopping between batches is clean; a kill

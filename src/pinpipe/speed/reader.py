@@ -112,13 +112,21 @@ class RangeReader:
             while positions:
                 wanted = min(sum(ends[key] - at for key, at in positions.items()), _BATCH_ROWS)
                 messages = consumer.consume(wanted, timeout=0.2)
-                try:
-                    for message in messages:
-                        if self._take(message, positions, ends, partition):
-                            rows.append(message)
-                except KafkaSourceError:
-                    if _broker_state(self.client_config, partition) != "gone":
-                        raise
+                gone = False
+                for message in messages:
+                    try:
+                        taken = self._take(message, positions, ends, partition)
+                    except KafkaSourceError:
+                        state = _broker_state(self.client_config, partition)
+                        if state == "same":
+                            raise
+                        gone = state == "gone"
+                        if gone:
+                            break
+                        continue  # a broker going away: the wait below covers it
+                    if taken:
+                        rows.append(message)
+                if gone:
                     self._give_up(partition, confirmed, ends)
                     rows = []
                     break
