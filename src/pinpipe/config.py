@@ -317,6 +317,13 @@ class SpeedSettings(BaseModel):
         description="Spark tasks reading the three topics per micro-batch, each fetching several Kafka "
         "partitions at once (0: one task per Kafka partition). pinpipe-kafka source only.",
     )
+    broker_wait_s: float = Field(
+        900.0,
+        ge=0,
+        description="How long the stream job waits for a broker that does not answer (paused, down) "
+        "before its query fails and the job exits; 0: for good. Restarting the job does not bring a "
+        "broker back and costs Spark's start and warm-up each time (pinpipe.speed.source).",
+    )
     lateness_s: float = Field(
         600.0, ge=0, description="Watermark: metric windows older than the latest broker time minus this are final."
     )

@@ -166,7 +166,7 @@ def test_starting_offsets_latest_and_json(spark, kafka_bootstrap, topic, travers
 
 
 def test_only_a_first_batch_without_records_gets_an_empty_warm_up_task(kafka_bootstrap, topic, monkeypatch):
-    from pinpipe.speed import source
+    from pinpipe.speed import reader as source
     from pinpipe.speed.source import KafkaInputPartition, KafkaPartitionRange, KafkaStreamReader
 
     kept: dict = {}  # the consumer read() keeps for the next task, closed here, not at exit

@@ -28,7 +28,10 @@ def committed_offsets(location: str) -> dict[PartitionKey, int] | None:
         lines = (path / "offsets" / str(max(batches))).read_text(encoding="utf-8").splitlines()
     except OSError:
         return None
-    # "v1", the batch's metadata, then one line per source: {topic: {"<partition>": offset}}
+    # "v1", the batch's metadata, then one line per source: {topic: {"<partition>": offset}},
+    # with the source's log mark under "@log" (pinpipe.speed.offsets.split_log)
+    from pinpipe.speed.offsets import split_log
+
     offsets: dict[PartitionKey, int] = {}
     for line in lines[2:]:
         try:
@@ -36,7 +39,7 @@ def committed_offsets(location: str) -> dict[PartitionKey, int] | None:
         except ValueError:
             continue
         if isinstance(source, dict):
-            for topic, partitions in source.items():
+            for topic, partitions in split_log(source)[0].items():
                 for partition, offset in partitions.items():
                     offsets[(topic, int(partition))] = int(offset)
     return offsets

@@ -46,11 +46,23 @@ def checkpoint_location(settings: Settings, checkpoint_dir: str | Path | None = 
     return str(checkpoint_dir or settings.speed.checkpoint_dir or settings.data_dir / "checkpoints" / "speed")
 
 
-def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str, topics: Iterable[str]) -> DataFrame:
+def journal_dir(checkpoint: str) -> str | None:
+    """Where the source keeps its journal (:mod:`pinpipe.speed.journal`): inside a local
+    checkpoint (None for a remote one: the job keeps no journal, and exports no loss figures)."""
+    from pinpipe.speed.journal import DIRECTORY
+
+    local = checkpoint.removeprefix("file://").removeprefix("file:")
+    return None if "://" in local else str(Path(local) / DIRECTORY)
+
+
+def read_kafka(
+    spark: SparkSession, settings: Settings, bootstrap: str, topics: Iterable[str], journal: str | None = None
+) -> DataFrame:
     """The streaming DataFrame of ``topics`` (one source), from the configured source format.
 
     ``pinpipe-kafka`` (built in) or Spark's ``kafka`` connector; both give ``key``, ``value``
-    (text), ``value_bytes``, ``topic``, ``partition``, ``offset``, ``timestamp``.
+    (text), ``value_bytes``, ``topic``, ``partition``, ``offset``, ``timestamp``. ``journal``:
+    the directory pinpipe-kafka reports log restarts and broker outages to (:func:`journal_dir`).
     """
     from pyspark.sql import functions as F
 
@@ -72,6 +84,9 @@ def read_kafka(spark: SparkSession, settings: Settings, bootstrap: str, topics: 
         register(spark)
         if speed.read_tasks:
             options["maxPartitions"] = str(speed.read_tasks)
+        options["brokerWaitMs"] = str(int(speed.broker_wait_s * 1000))
+        if journal is not None:
+            options["pinpipe.stateDir"] = journal
         return spark.readStream.format(FORMAT).options(**options).load()
     native = spark.readStream.format(speed.source_format).options(**options).load()
     return native.select(
@@ -149,7 +164,9 @@ def _by_table(values: dict[Table, Any], of_table: dict[Table, Any]) -> Any:
     return case
 
 
-def stream_outputs(spark: SparkSession, settings: Settings, bootstrap: str) -> DataFrame:
+def stream_outputs(
+    spark: SparkSession, settings: Settings, bootstrap: str, journal: str | None = None
+) -> DataFrame:
     """The streaming DataFrame of every row output: one source of the three table topics.
 
     One source rather than one per topic: each costs the micro-batch its own offset probe,
@@ -157,7 +174,7 @@ def stream_outputs(spark: SparkSession, settings: Settings, bootstrap: str) -> D
     ms a trigger of 900 records, idle machine, three sources against one).
     """
     topics = table_topics(settings)
-    return tag_outputs(read_kafka(spark, settings, bootstrap, topics.values()), topics)
+    return tag_outputs(read_kafka(spark, settings, bootstrap, topics.values(), journal), topics)
 
 
 def warm_up(spark: SparkSession, settings: Settings, rows: int, rounds: int = 3) -> None:
@@ -263,6 +280,8 @@ class MicroBatchHandler:
         clean = {table: outputs.get(table.value, empty) for table in Table}
         outcome = self.writer.write(self.query_id(), batch_id, clean, outputs.get(DEAD_LETTER), self.topics)
         done = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.progressed()
         if self.metrics is not None and not outcome.replayed:
             from pinpipe.cleaning import BROKER_TIMESTAMP
 
@@ -288,12 +307,18 @@ class MicroBatchHandler:
         )
 
     def update_lag(self) -> None:
-        """Consumer lag from the query's last progress (when metrics are kept)."""
+        """Consumer lag, the query's state and the source's journal, when metrics are kept."""
         if self.metrics is not None and self.query is not None:
             try:
+                self.metrics.query_active.set(1 if self.query.isActive else 0)
                 self.metrics.progress(self.query.lastProgress)
+                from pinpipe.speed.journal import SourceJournal
+
+                journal = journal_dir(self.checkpoint)
+                if journal is not None:
+                    self.metrics.follow(SourceJournal(journal))
             except Exception:  # metrics must never stop the stream
-                log.debug("consumer lag not updated", exc_info=True)
+                log.debug("stream metrics not updated", exc_info=True)
 
     def _trigger_phases(self) -> str:
         """The previous trigger's phases outside foreachBatch (offset probe, checkpoint writes)."""
@@ -333,7 +358,7 @@ def start_stream(
     handler = MicroBatchHandler(settings, dsn, checkpoint, metrics)
     interval = settings.speed.trigger_s if trigger_s is None else trigger_s
     query = (
-        stream_outputs(spark, settings, bootstrap)
+        stream_outputs(spark, settings, bootstrap, journal_dir(checkpoint))
         .writeStream.queryName(QUERY_NAME)
         .foreachBatch(handler)
         .option("checkpointLocation", checkpoint)
@@ -360,7 +385,8 @@ def run_stream(
 
     ``started`` is set once the query runs (Spark is up and the schema migrated).
     ``metrics_port``: serve Prometheus ``/metrics`` on ``127.0.0.1:<port>``
-    (:mod:`pinpipe.speed.prom`).
+    (:mod:`pinpipe.speed.prom`), from before Spark starts: its health gauges then tell a job
+    still starting from one whose query runs (:func:`pinpipe.speed.health.stream_health`).
 
     ``bootstrap`` and ``dsn`` come from :func:`pinpipe.services.resolve.kafka_bootstrap` and
     :func:`~pinpipe.services.resolve.postgres_dsn`. Stopping between batches is clean; a kill
@@ -394,4 +420,6 @@ def run_stream(
     finally:
         if query.isActive:
             query.stop()
+        if metrics is not None:
+            metrics.query_active.set(0)
         handler.close()

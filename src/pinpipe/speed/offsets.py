@@ -34,6 +34,27 @@ whole deadline: inside the stream job one partition's fetch now and then stalled
 (21 of 159 triggers of a 5-minute run at 6,000 records/s), holding back the micro-batch of
 every partition with it. A partition that missed the grace is waited for up to the deadline
 at the next probe, so each one advances at least every other trigger.
+
+Which log the offsets belong to
+-------------------------------
+An offset means something only in the log it was taken from: the embedded broker keeps its log
+in memory and a restarted one starts again at 0. The source therefore stores, next to the
+partitions, a *log mark* under the key ``"@log"`` (``@`` cannot occur in a Kafka topic name):
+``{"cluster": "<cluster id>", "from": {topic: {"<partition>": first_offset}}}``. ``cluster`` is
+the broker's cluster id when the offsets were taken (the embedded broker reports a new one per
+start; a real Kafka keeps its own); ``from``, present only in some micro-batches, holds the
+first offset of partitions whose range does not begin at the previous batch's end (partitions
+that appeared, and every partition of a restarted log), so a replayed batch reads the same
+records without asking the broker. :func:`split_log` and :func:`mark_log` read and write it;
+a map without the mark (checkpoints written before it) reads as cluster unknown.
+
+Unreachable brokers
+-------------------
+Metadata and ListOffsets calls have short timeouts and raise :class:`BrokerUnavailable`
+(transient: retrying helps) instead of librdkafka's exception; the source waits on it.
+:attr:`EndProbe.behind` names the partitions whose fetch-response high watermark came back
+*below* the offset the probe was asked to start from: records the log no longer has, i.e. a
+log that restarted without a new cluster id.
 """
 
 from __future__ import annotations
@@ -50,6 +71,32 @@ OffsetMap = dict[str, dict[str, int]]
 
 EARLIEST = -2
 LATEST = -1
+LOG_KEY = "@log"
+"""The key of the log mark in a stored offset map (see the module docstring)."""
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not answer a metadata or offset request in time (transient)."""
+
+
+def split_log(stored: dict) -> tuple[OffsetMap, dict]:
+    """A stored offset map -> (the partitions' offsets, the log mark; ``{}`` if it has none)."""
+    mark = stored.get(LOG_KEY)
+    offsets = {
+        topic: {str(p): int(o) for p, o in parts.items()}
+        for topic, parts in stored.items()
+        if topic != LOG_KEY and isinstance(parts, dict)
+    }
+    return offsets, dict(mark) if isinstance(mark, dict) else {}
+
+
+def mark_log(offsets: OffsetMap, cluster: str | None, first: OffsetMap | None = None) -> dict:
+    """``offsets`` with the log mark: the ``cluster`` id and the ``first`` offsets, if any."""
+    mark: dict[str, Any] = {"cluster": cluster}
+    first = {t: parts for t, parts in (first or {}).items() if parts}
+    if first:
+        mark["from"] = first
+    return {**offsets, LOG_KEY: mark}
 
 
 class OffsetSpecError(ValueError):
@@ -130,15 +177,21 @@ class EndProbe:
     """
 
     def __init__(
-        self, client_config: dict[str, str], topics: Iterable[str], timeout_s: float = 2.0, grace_s: float = 0.2
+        self, client_config: dict[str, str], topics: Iterable[str], timeout_s: float = 2.0, grace_s: float = 0.2,
+        metadata_timeout_s: float = 5.0,
     ):
         self.client_config = client_config
         self.topics = list(topics)
         self.timeout_s = timeout_s
         self.grace_s = grace_s
+        self.metadata_timeout_s = metadata_timeout_s
         self._consumer: Any = None
         self._admin: Any = None
         self._missed: set[tuple[str, int]] = set()  # no answer in the last probe: waited for next time
+        self.behind: dict[tuple[str, int], int] = {}
+        """After :meth:`ends`: partitions whose log ends below the offset asked for -> that end."""
+        self.cluster_id: str | None = None
+        """The cluster id of the last metadata answer (:meth:`partitions`)."""
 
     def _client(self) -> Any:
         if self._consumer is None:
@@ -155,7 +208,7 @@ class EndProbe:
                     "fetch.max.bytes": 1024 * 1024,
                     "max.partition.fetch.bytes": 64 * 1024,
                     "queued.max.messages.kbytes": 1024,
-                    "log_level": 3,
+                    "log_level": 2,  # not every reconnect of an outage (the source logs it)
                 }
             )
         return self._consumer
@@ -167,8 +220,14 @@ class EndProbe:
         if self._admin is None:
             from confluent_kafka.admin import AdminClient
 
-            self._admin = AdminClient({**self.client_config, "log_level": 3})
-        metadata = self._admin.list_topics(timeout=10)
+            self._admin = AdminClient({**self.client_config, "log_level": 2})
+        from confluent_kafka import KafkaException
+
+        try:
+            metadata = self._admin.list_topics(timeout=self.metadata_timeout_s)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"no metadata within {self.metadata_timeout_s:.0f} s: {exc}") from None
+        self.cluster_id = metadata.cluster_id
         found: dict[str, list[int]] = {}
         for topic in self.topics:
             described = metadata.topics.get(topic)
@@ -179,9 +238,14 @@ class EndProbe:
 
     def earliest(self, topic: str, partition: int) -> int:
         """The low watermark (ListOffsets EARLIEST, which is right on Tansu too)."""
-        from confluent_kafka import TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
 
-        low, _ = self._client().get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        try:
+            low, _ = self._client().get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=self.metadata_timeout_s
+            )
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"no earliest offset of {topic}[{partition}]: {exc}") from None
         return max(int(low), 0)
 
     def ends(self, known: OffsetMap) -> OffsetMap:
@@ -195,6 +259,7 @@ class EndProbe:
         consumer = self._client()
         wanted = {(t, int(p)): o for t, parts in known.items() for p, o in parts.items()}
         result = {key: offset for key, offset in wanted.items()}
+        self.behind = {}
         if not wanted:
             return {}
         pending = set(wanted)
@@ -243,6 +308,13 @@ class EndProbe:
             # whose fetch stalled kept its known end for good (240 records of a 5-minute run
             # left unread once the load stopped; a new consumer read them at once).
             take_cached_above(lambda key: result[key])
+            # A fetch answered with a high watermark below where this probe started: the log
+            # ends before records it had (restarted, or truncated). Only a value that changed
+            # during this probe counts (a fresh fetch response, not one of a previous log).
+            for key in pending:
+                high = cached_high(key)
+                if 0 <= high < wanted[key] and high != before[key]:
+                    self.behind[key] = high
         finally:
             consumer.unassign()
         self._missed = pending

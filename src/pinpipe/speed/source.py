@@ -27,25 +27,77 @@ checkpoint before the batch runs; :meth:`KafkaStreamReader.read` reads exactly `
 of each partition, so a restarted query re-reads a failed batch identically and then goes on
 from its end. Nothing is committed to Kafka. End offsets come from
 :class:`~pinpipe.speed.offsets.EndProbe` (the broker's ListOffsets answer is stale on Tansu).
+
+A broker that restarted with an empty log
+-----------------------------------------
+The embedded broker keeps its log in memory: restarted, it starts again at offset 0 and reports
+a new cluster id. Every stored offset map carries the cluster id it was taken on (the ``@log``
+mark, :mod:`pinpipe.speed.offsets`; a checkpoint written before it reads as "unknown"). When
+planning a batch, :meth:`KafkaStreamReader.latestOffset` treats the log as restarted if
+
+- the broker's cluster id differs from the one of the last committed batch (every partition), or
+- a fetch answers with a high watermark below the offset the stream had reached (that partition:
+  a restarted log whose id did not change, e.g. a checkpoint without the mark).
+
+It then does not fail: the batch it plans reads those partitions from the new log's earliest
+offset (kept in the mark's ``from``, so a replay reads the same records). Spark itself has no rule
+that an end offset be above the start (it only compares offsets for equality to decide whether
+a batch has new data, and hands both to :meth:`~KafkaStreamReader.partitions`); the source never
+relies on ``end - start`` across logs: ranges of a restarted partition begin at ``from``. It says
+so out loud: a WARNING ``log restarted (...): records lost for the speed layer: t[0] offsets
+a-b (n records)`` naming, per partition, what it had not processed of the old log (from the last
+committed offset to the old log's end as it last saw it, kept in the journal across restarts of
+the job), and a ``log_restart`` event in the journal (:mod:`pinpipe.speed.journal`) from which the
+job exports ``pinpipe_stream_log_restarts_total`` and ``pinpipe_stream_records_lost_total``.
+Those records were acknowledged to their producers: the speed layer has lost them for good.
+A batch planned on the old log and run on the new one (the broker died in between) reads
+nothing of it: :meth:`~KafkaStreamReader.partitions` and the reading tasks check the cluster id
+(:mod:`pinpipe.speed.reader`) and report the planned range lost (``range_lost``).
+
+A broker that does not answer
+-----------------------------
+Paused, down, or out of reach: metadata and offset requests time out after
+``metadataTimeoutMs`` (5 s) and the trigger plans no batch (it returns the previous end, which
+Spark reads as "no new data"), logging a WARNING when it starts and every 30 s; the next trigger
+asks again. Reading tasks wait likewise (:mod:`pinpipe.speed.reader`). Only after
+``brokerWaitMs`` (``speed.broker_wait_s``, 15 minutes by default; 0: never) does the query
+fail and the job exit: restarting the job does not bring a broker back, and costs Spark's start
+and warm-up (~20 s) at each attempt, so the job waits out restarts, upgrades and failovers
+(minutes) in place; the bound is there so that a job scheduler without health checks (a
+``spark-submit`` of the job) still sees an outage of a quarter of an hour as a failure.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader
 
+from pinpipe.speed.journal import LostRange, ensure_log_handler
 from pinpipe.speed.offsets import (
     EARLIEST,
     LATEST,
+    BrokerUnavailable,
     EndProbe,
     OffsetMap,
     limit_offsets,
+    mark_log,
     parse_starting_offsets,
+    split_log,
 )
+from pinpipe.speed.reader import (
+    KafkaInputPartition,
+    KafkaPartitionRange,
+    KafkaSourceError,
+    RangeReader,
+)
+from pinpipe.speed.watch import BrokerWatch
+
+__all__ = ["FORMAT", "KAFKA_SCHEMA", "KafkaDataSource", "KafkaInputPartition", "KafkaPartitionRange",
+           "KafkaSourceError", "KafkaStreamReader", "group_ranges", "register"]
+
 
 FORMAT = "pinpipe-kafka"
 KAFKA_SCHEMA = (
@@ -54,28 +106,6 @@ KAFKA_SCHEMA = (
 )
 """The source's columns (Spark's kafka source columns, key and value decoded)."""
 
-_BATCH_ROWS = 10_000
-
-
-class KafkaSourceError(RuntimeError):
-    """Reading a planned offset range failed (records missing or broker unreachable)."""
-
-
-@dataclass(frozen=True)
-class KafkaPartitionRange:
-    """One Kafka partition's ``[start, end)`` within a micro-batch."""
-
-    topic: str
-    partition: int
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class KafkaInputPartition(InputPartition):
-    """The ranges one Spark task reads, with one consumer fetching them all at once."""
-
-    ranges: tuple[KafkaPartitionRange, ...]
 
 
 def group_ranges(ranges: list[KafkaPartitionRange], max_groups: int | None) -> list[tuple[KafkaPartitionRange, ...]]:
@@ -143,9 +173,14 @@ class KafkaStreamReader(DataSourceStreamReader):
             raise ValueError("maxPartitions must be at least 1")
         self.poll_timeout_s = float(options.get("kafkaconsumer.polltimeoutms", "60000")) / 1000
         self.probe_timeout_s = float(options.get("probetimeoutms", "2000")) / 1000
+        self.metadata_timeout_s = float(options.get("metadatatimeoutms", "5000")) / 1000
+        self.broker_wait_s = float(options.get("brokerwaitms", "900000")) / 1000
         self.fail_on_data_loss = options.get("failondataloss", "true").lower() != "false"
+        self.journal_dir = options.get("pinpipe.statedir") or None
         self._probe: EndProbe | None = None
         self._known: OffsetMap = {}
+        self._watch = BrokerWatch(self.broker_wait_s, self.journal_dir)
+        self._planned: dict | None = None  # the last end this reader planned
         self._warmed_up = False  # a task has been planned (see partitions())
 
     # The probe's consumer stays on the driver; read() runs elsewhere and makes its own.
@@ -156,7 +191,11 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def _end_probe(self) -> EndProbe:
         if self._probe is None:
-            self._probe = EndProbe(self.client_config, self.topics, self.probe_timeout_s)
+            ensure_log_handler()
+            self._probe = EndProbe(
+                self.client_config, self.topics, self.probe_timeout_s,
+                metadata_timeout_s=self.metadata_timeout_s,
+            )  # fmt: skip
         return self._probe
 
     # --- planning (driver) -------------------------------------------------------------
@@ -171,26 +210,27 @@ class KafkaStreamReader(DataSourceStreamReader):
         return spec
 
     def initialOffset(self) -> dict:
-        """Every current partition at ``startingOffsets``; partitions appearing later at earliest."""
-        offsets: OffsetMap = {}
-        for topic, partitions in self._end_probe().partitions().items():
-            for partition in partitions:
-                if isinstance(self.starting, str):
-                    spec = EARLIEST if self.starting == "earliest" else LATEST
-                else:
-                    spec = self.starting.get(topic, {}).get(str(partition), EARLIEST)
-                offsets.setdefault(topic, {})[str(partition)] = self._first_offset(topic, partition, spec)
-        return offsets
+        """Every current partition at ``startingOffsets``; partitions appearing later at earliest.
 
-    def _with_new_partitions(self, start: OffsetMap) -> OffsetMap:
-        """``start`` plus partitions (and topics) that appeared since, from their earliest."""
-        current = {topic: dict(parts) for topic, parts in start.items()}
-        probe = self._end_probe()
-        for topic, partitions in probe.partitions().items():
-            for partition in partitions:
-                if str(partition) not in current.get(topic, {}):
-                    current.setdefault(topic, {})[str(partition)] = probe.earliest(topic, partition)
-        return current
+        Waits for an unreachable broker (up to ``brokerWaitMs``): a new query has nothing to
+        start from without it.
+        """
+        while True:
+            try:
+                offsets: OffsetMap = {}
+                probe = self._end_probe()
+                for topic, partitions in probe.partitions().items():
+                    for partition in partitions:
+                        if isinstance(self.starting, str):
+                            spec = EARLIEST if self.starting == "earliest" else LATEST
+                        else:
+                            spec = self.starting.get(topic, {}).get(str(partition), EARLIEST)
+                        offsets.setdefault(topic, {})[str(partition)] = self._first_offset(topic, partition, spec)
+                self._watch.answered()
+                return mark_log(offsets, probe.cluster_id)
+            except BrokerUnavailable as exc:
+                self._watch.unavailable(exc)
+                time.sleep(1)
 
     def getDefaultReadLimit(self) -> Any:
         from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
@@ -198,22 +238,84 @@ class KafkaStreamReader(DataSourceStreamReader):
         return ReadMaxRows(self.max_offsets) if self.max_offsets else ReadAllAvailable()
 
     def latestOffset(self, start: dict, limit: Any) -> dict:
-        """The end of this micro-batch: the probed ends, within the read limit."""
+        """The end of this micro-batch: the probed ends, within the read limit.
+
+        ``start`` itself when there is nothing new, or when the broker does not answer (Spark
+        then plans no batch); see the module docstring for a restarted log.
+        """
         from pyspark.sql.streaming.datasource import ReadMaxRows
 
-        begin = self._with_new_partitions(start)
-        # Probe from the furthest known point: the last answer or this batch's start.
-        known = {
-            topic: {
-                part: max(offset, self._known.get(topic, {}).get(part, offset))
-                for part, offset in parts.items()
-            }
+        max_records = limit.max_rows if isinstance(limit, ReadMaxRows) else None
+        try:
+            planned = self._plan(start, max_records)
+        except BrokerUnavailable as exc:
+            self._watch.unavailable(exc)
+            return start
+        self._planned = planned
+        return planned
+
+    def _plan(self, start: dict, max_records: int | None) -> dict:
+        processed, mark = split_log(start)
+        probe = self._end_probe()
+        current = probe.partitions()
+        cluster = probe.cluster_id
+        self._watch.answered()
+        old_cluster = mark.get("cluster")
+        restarted: set[tuple[str, int]] = set()
+        reason = ""
+        if old_cluster is not None and cluster is not None and cluster != old_cluster:
+            restarted = {(t, int(p)) for t, parts in processed.items() for p in parts}
+            reason = f"cluster id {old_cluster} is now {cluster}"
+            probe = self._fresh_probe()  # its cached watermarks are the old log's
+            self._known = {}
+        begin: OffsetMap = {}
+        first: OffsetMap = {}  # partitions not starting at the previous end: new or restarted
+        for topic, partitions in current.items():
+            for part in partitions:
+                if str(part) in processed.get(topic, {}) and (topic, part) not in restarted:
+                    begin.setdefault(topic, {})[str(part)] = processed[topic][str(part)]
+                else:
+                    first.setdefault(topic, {})[str(part)] = probe.earliest(topic, part)
+                    begin.setdefault(topic, {})[str(part)] = first[topic][str(part)]
+        if not restarted:  # partitions the broker did not list this time keep their offsets
+            for topic, parts in processed.items():
+                for part, offset in parts.items():
+                    begin.setdefault(topic, {}).setdefault(part, offset)
+        ends = probe.ends(self._probe_from(begin))
+        if probe.behind and not restarted:
+            restarted = set(probe.behind)
+            reason = "the log ends below the offsets read: " + ", ".join(
+                f"{t}[{p}] ends at {end}" for (t, p), end in sorted(probe.behind.items())
+            )
+            again: OffsetMap = {}
+            for topic, part in restarted:
+                first.setdefault(topic, {})[str(part)] = probe.earliest(topic, part)
+                begin[topic][str(part)] = again.setdefault(topic, {})[str(part)] = first[topic][str(part)]
+            for topic, parts in probe.ends(again).items():
+                ends.setdefault(topic, {}).update(parts)
+        if restarted:
+            self._watch.log_restarted(processed, restarted, old_cluster, cluster, reason)
+        self._known = ends
+        end = limit_offsets(begin, ends, max_records)
+        idle = not restarted and not first and end == processed
+        self._watch.planned(cluster, ends, idle=idle)
+        if idle and old_cluster == cluster:
+            return start  # nothing new: Spark plans no batch
+        kept_first = {t: {p: o for p, o in parts.items() if p in end.get(t, {})} for t, parts in first.items()}
+        return mark_log(end, cluster, kept_first)
+
+    def _probe_from(self, begin: OffsetMap) -> OffsetMap:
+        """Probe from the furthest known point: the last answer or this batch's start."""
+        return {
+            topic: {part: max(offset, self._known.get(topic, {}).get(part, offset)) for part, offset in parts.items()}
             for topic, parts in begin.items()
         }
-        ends = self._end_probe().ends(known)
-        self._known = ends
-        max_records = limit.max_rows if isinstance(limit, ReadMaxRows) else None
-        return limit_offsets(begin, ends, max_records)
+
+    def _fresh_probe(self) -> EndProbe:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+        return self._end_probe()
 
     def reportLatestOffset(self) -> dict | None:
         return self._known or None
@@ -222,17 +324,24 @@ class KafkaStreamReader(DataSourceStreamReader):
         """The Kafka partitions with records between ``start`` and ``end``, grouped into tasks.
 
         One input partition per Kafka partition, or at most ``maxPartitions`` of them
-        (:func:`group_ranges`). A first micro-batch without records gets one empty input
-        partition, to warm up.
+        (:func:`group_ranges`); a partition in the end's ``from`` starts there. A first
+        micro-batch without records gets one empty input partition, to warm up. A batch planned
+        on a log that is gone since (a replay after the broker restarted) reads nothing.
         """
+        first_offsets, start_mark = split_log(start)
+        last_offsets, mark = split_log(end)
+        first_offsets.update({t: {**first_offsets.get(t, {}), **p} for t, p in mark.get("from", {}).items()})
+        cluster = mark.get("cluster")
         ranges = []
-        for topic, parts in sorted(end.items()):
+        for topic, parts in sorted(last_offsets.items()):
             for part, last in sorted(parts.items(), key=lambda item: int(item[0])):
-                first = start.get(topic, {}).get(part)
-                if first is None:  # appeared after start was planned: from its earliest
+                first = first_offsets.get(topic, {}).get(part)
+                if first is None:  # a map without "from" (an older checkpoint): from its earliest
                     first = self._end_probe().earliest(topic, int(part))
                 if last > first:
                     ranges.append(KafkaPartitionRange(topic, int(part), first, last))
+        if ranges and cluster is not None and end != self._planned and self._log_is_gone(cluster, ranges):
+            ranges = []
         groups = group_ranges(ranges, self.max_partitions)
         if not groups and not self._warmed_up:
             # A query's first tasks start the Python workers that read. Paying for that on an
@@ -240,7 +349,20 @@ class KafkaStreamReader(DataSourceStreamReader):
             # stream job warms the JVM side before the query: pinpipe.speed.job.warm_up).
             groups = [()]
         self._warmed_up = True
-        return [KafkaInputPartition(group) for group in groups]
+        return [KafkaInputPartition(group, cluster) for group in groups]
+
+    def _log_is_gone(self, cluster: str, ranges: list[KafkaPartitionRange]) -> bool:
+        """Whether the broker now has another log than the one ``ranges`` were planned on."""
+        try:
+            probe = self._end_probe()
+            probe.partitions()
+        except BrokerUnavailable:
+            return False  # the reading tasks wait for it and check again
+        if probe.cluster_id is None or probe.cluster_id == cluster:
+            return False
+        lost = [LostRange(r.topic, r.partition, r.start, r.end) for r in ranges]
+        self._watch.planned_range_lost(lost, cluster, probe.cluster_id)
+        return True
 
     def commit(self, end: dict) -> None:
         """Nothing to do: the checkpoint is the source of truth, Kafka keeps no group offsets."""
@@ -254,154 +376,13 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     def read(self, partition: KafkaInputPartition) -> Iterator[Any]:
         """Exactly the records ``[start, end)`` of each range, as Arrow record batches."""
-        from confluent_kafka import TopicPartition
-
-        consumer = _reader_consumer(self.client_config)
-        finished = False
-        try:
-            consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in partition.ranges])
-            positions = {(r.topic, r.partition): r.start for r in partition.ranges}
-            ends = {(r.topic, r.partition): r.end for r in partition.ranges}
-            rows: list[Any] = []
-            last_progress = time.monotonic()
-            while positions:
-                wanted = min(sum(ends[key] - at for key, at in positions.items()), _BATCH_ROWS)
-                messages = consumer.consume(wanted, timeout=0.2)
-                for message in messages:
-                    if self._take(message, positions, ends):
-                        rows.append(message)
-                if messages:
-                    last_progress = time.monotonic()
-                if len(rows) >= _BATCH_ROWS:
-                    yield _to_arrow(rows)
-                    rows = []
-                if positions and time.monotonic() - last_progress > self.poll_timeout_s:
-                    waiting = ", ".join(
-                        f"{topic}[{part}] at {at} (planned up to {ends[(topic, part)]})"
-                        for (topic, part), at in sorted(positions.items())
-                    )
-                    raise KafkaSourceError(f"no records for {self.poll_timeout_s:.0f} s from {waiting}")
-            if rows or not partition.ranges:
-                yield _to_arrow(rows)  # the warm-up task's empty batch warms the Arrow path too
-            finished = True
-        finally:
-            _release_reader_consumer(self.client_config, consumer, reusable=finished)
-
-    def _take(self, message: Any, positions: dict, ends: dict) -> bool:
-        """Whether ``message`` is the next record of a range; drop ranges that reached their end.
-
-        ``positions`` holds each unfinished range's next offset and loses a range once it is
-        complete.
-        """
-        from confluent_kafka import KafkaError
-
-        key = (message.topic(), message.partition())
-        if key not in positions:
-            return False  # finished already, or left over from the consumer's previous assignment
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                if message.offset() >= positions[key]:
-                    # The planned end was at or below the high watermark, so the end of the
-                    # log is the end of the range (a transaction marker can take the last
-                    # offsets).
-                    del positions[key]
-                return False
-            if error.code() == KafkaError._AUTO_OFFSET_RESET and not self.fail_on_data_loss:
-                return False
-            raise KafkaSourceError(f"reading {key[0]}[{key[1]}] at {positions[key]}: {error}")
-        offset = message.offset()
-        if offset < positions[key]:
-            return False
-        if offset >= ends[key]:
-            del positions[key]
-            return False
-        positions[key] = offset + 1
-        if positions[key] >= ends[key]:
-            del positions[key]
-        return True
-
-
-_READER_CONSUMERS: dict[tuple, Any] = {}
-"""Idle reading consumers of this (reused) Python worker, by client configuration."""
-
-
-def _reader_consumer(client_config: dict[str, str]) -> Any:
-    """An assign-only consumer for :meth:`KafkaStreamReader.read`, reused across tasks.
-
-    Spark reuses its Python workers, so keeping the consumer spares every task a new
-    connection and metadata round trip (measured: most of a small micro-batch's read time).
-    """
-    from confluent_kafka import Consumer
-
-    cached = _READER_CONSUMERS.pop(tuple(sorted(client_config.items())), None)
-    if cached is not None:
-        return cached
-    return Consumer(
-        {
-            **client_config,
-            "group.id": "pinpipe-speed-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "error",
-            "fetch.wait.max.ms": 50,
-            "queued.max.messages.kbytes": 16 * 1024,
-            "log_level": 3,
-        }
-    )
-
-
-def _release_reader_consumer(client_config: dict[str, str], consumer: Any, *, reusable: bool) -> None:
-    """Keep a consumer that finished its range cleanly for the next task; close any other."""
-    key = tuple(sorted(client_config.items()))
-    try:
-        consumer.unassign()
-    except Exception:  # noqa: BLE001 - a consumer in doubt is closed, never reused
-        reusable = False
-    if reusable and key not in _READER_CONSUMERS:
-        _READER_CONSUMERS[key] = consumer
-    else:
-        consumer.close()
-
-
-def _to_arrow(messages: list[Any]) -> Any:
-    """Kafka messages -> one Arrow record batch of :data:`KAFKA_SCHEMA`."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    values = pa.array([m.value() for m in messages], pa.binary())
-    try:
-        text = pc.cast(values, pa.string())
-        raw = pa.nulls(len(messages), pa.binary())
-    except pa.ArrowInvalid:  # some value is not UTF-8: keep those as bytes only
-        decoded = []
-        for value in values.to_pylist():
-            try:
-                decoded.append(None if value is None else value.decode())
-            except UnicodeDecodeError:
-                decoded.append(None)
-        text = pa.array(decoded, pa.string())
-        raw = pa.array(
-            [v if d is None and v is not None else None for v, d in zip(values.to_pylist(), decoded)],
-            pa.binary(),
-        )
-    keys = pa.array(
-        [None if m.key() is None else m.key().decode(errors="replace") for m in messages], pa.string()
-    )
-    stamps = [m.timestamp() for m in messages]
-    return pa.RecordBatch.from_arrays(
-        [
-            keys,
-            text,
-            raw,
-            pa.array([m.topic() for m in messages], pa.string()),
-            pa.array([m.partition() for m in messages], pa.int32()),
-            pa.array([m.offset() for m in messages], pa.int64()),
-            pa.array([ms * 1000 if kind else None for kind, ms in stamps], pa.timestamp("us", tz="UTC")),
-            pa.array([kind for kind, _ in stamps], pa.int32()),
-        ],
-        names=["key", "value", "value_bytes", "topic", "partition", "offset", "timestamp", "timestampType"],
-    )
+        return RangeReader(
+            self.client_config,
+            poll_timeout_s=self.poll_timeout_s,
+            fail_on_data_loss=self.fail_on_data_loss,
+            broker_wait_s=self.broker_wait_s,
+            journal_dir=self.journal_dir,
+        ).read(partition)
 
 
 def register(spark: Any) -> None:
