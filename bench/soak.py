@@ -1,0 +1,339 @@
+"""The chaos soak: `pinpipe up` under load while its processes are killed and paused.
+
+Runs ``pinpipe services up`` and ``pinpipe up --detach`` in a data dir of its own (free ports,
+``lake.rotate_age_s`` small so the sink commits often), posts ``--rate`` REST-proxy posts/s of
+``--batch`` distinct records each through the ingest API (:mod:`soak_lib.load`), and injects a
+fault at seeded random times, at least one every ``--fault-every`` seconds
+(:mod:`soak_lib.faults`): SIGKILL of the API, the lake sink, the stream job's Python process,
+its JVM, the dashboard, a running batch job (up's ``--batch-every`` scheduler starts them);
+SIGSTOP/SIGCONT of the broker and of PostgreSQL (postmaster and backends) for ``--pause``
+seconds; an immediate PostgreSQL restart; with ``--broker-kill`` a SIGKILL of the broker
+(meaningful only with a durable broker, ``--broker-storage``). After each fault it measures the
+recovery: the first 200 afterwards, every component healthy in ``pinpipe status``, a stream
+micro-batch committed.
+
+When the load stops, refused posts are retried for ``--retry-s``, then ``pinpipe down`` drains
+and stops up (the services stay up), ``pinpipe lake verify`` and ``pinpipe batch --all`` run,
+and the soak judges with its own reading of the lake and PostgreSQL (:mod:`soak_lib.check`):
+every record answered 200 in the raw files exactly once, in PostgreSQL's speed tables, the
+speed tables equal to the batch layer's clean tables value for value
+(:func:`pinpipe.serve.reconcile.compare_layers`), no answer but 200/429/503 (or none, while the
+API is down). It prints a table of faults and records and exits 1 on any loss, duplication,
+unexpected answer, key missing from PostgreSQL, disagreement of the layers, fault not recovered
+within ``--recovery-timeout``, or loss that ``pinpipe lake verify`` did not report. The data
+dir (logs, lake, ``soak-commands.log``) is kept for the evidence unless ``--clean``::
+
+    PYTHONPATH=src .venv/bin/python bench/soak.py --minutes 30 --rate 200 --fault-every 55
+    PYTHONPATH=src .venv/bin/python bench/soak.py --minutes 3 --rate 50 --fault-every 30 \\
+        --faults api-kill,sink-kill,stream-kill,broker-pause,pg-pause --pause 10-10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from soak_lib import faults as fault_lib  # noqa: E402
+from soak_lib.check import judge_records, read_lake, speed_keys  # noqa: E402
+from soak_lib.load import LoadClient  # noqa: E402
+from soak_lib.platform import CommandResult, load_soak_settings, log_excerpts, pinpipe, soak_env  # noqa: E402
+
+
+@dataclass
+class SoakOptions:
+    minutes: float = 3.0
+    rate: float = 50.0
+    batch: int = 3
+    fault_every_s: float = 30.0
+    seed: int = 1
+    kinds: tuple[str, ...] = fault_lib.DEFAULT_KINDS
+    pause_s: tuple[float, float] = (5.0, 30.0)
+    broker_kill: bool = False
+    broker_storage: str | None = None
+    batch_every_s: float = 120.0
+    warmup_s: float = 20.0
+    retry_s: float = 30.0
+    recovery_timeout_s: float = 120.0
+    recovery_target_s: float = 30.0
+    rotate_age_s: float = 10.0
+    data_dir: Path | None = None
+    clean: bool = False
+
+
+@dataclass
+class SoakResult:
+    failures: list[str]
+    warnings: list[str]
+    report: str
+    data_dir: Path
+    faults: list = field(default_factory=list)
+    verdict: object = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _data_dir(options: SoakOptions) -> Path:
+    if options.data_dir is not None:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        return options.data_dir.resolve()
+    # Under /tmp, 0755: as root, PostgreSQL's user must be able to enter it.
+    path = Path(tempfile.mkdtemp(prefix="pinpipe-soak-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    return path
+
+
+def _say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} soak: {text}", flush=True)
+
+
+def _wait_for_batch(settings, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if fault_lib._component_pid(settings, "batch"):
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def _run_faults(settings, dsn: str, load: LoadClient, options: SoakOptions, began: float) -> list:
+    kinds = list(options.kinds) + (["broker-kill"] if options.broker_kill and "broker-kill" not in options.kinds else [])
+    load_s = options.minutes * 60
+    plan = fault_lib.schedule(kinds, options.seed, load_s, options.fault_every_s, options.warmup_s)
+    rng = random.Random(options.seed + 1)
+    done = []
+    for at, kind in plan:
+        delay = began + at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if time.monotonic() - began > load_s - 5:
+            break
+        pause = rng.uniform(*options.pause_s)
+        if kind == "batch-kill" and not _wait_for_batch(settings, min(options.batch_every_s + 30, 60)):
+            _say("batch-kill skipped: no batch job running")
+            continue
+        jvm = fault_lib.stream_jvm_pid(settings) if kind == "stream-kill" else None
+        try:
+            fault = fault_lib.inject(settings, kind, pause)
+        except fault_lib.FaultSkipped as error:
+            _say(f"{kind} skipped: {error}")
+            continue
+        _say(f"{kind} (pid {fault.pid}) {fault.detail}")
+        fault_lib.wait_recovered(settings, dsn, fault, load, options.recovery_timeout_s)
+        if jvm is not None:
+            from pinpipe.services.state import pid_is_alive
+
+            if pid_is_alive(jvm):
+                fault.notes.append(f"the killed stream job's JVM (pid {jvm}) still runs")
+        shown = "not recovered" if fault.recovered_s is None else f"recovered in {fault.recovered_s:.1f} s"
+        _say(f"{kind}: {shown} (first 200 {_s(fault.first_ok_s)}, healthy {_s(fault.healthy_s)},"
+             f" stream {_s(fault.stream_s)}) {'; '.join(fault.notes)}")
+        done.append(fault)
+    return done
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def run_soak(options: SoakOptions) -> SoakResult:
+    """Run the soak; the result holds the printed report and the reasons it failed (if any)."""
+    data_dir = _data_dir(options)
+    env = soak_env(data_dir, rotate_age_s=options.rotate_age_s, broker_storage=options.broker_storage)
+    commands = data_dir / "soak-commands.log"
+    failures: list[str] = []
+    warnings: list[str] = []
+    results: dict[str, CommandResult] = {}
+    faults, verdict, layers = [], None, None
+    load: LoadClient | None = None
+    settings = load_soak_settings(env)
+    _say(f"data dir {data_dir}")
+    try:
+        results["services up"] = pinpipe(env, "services", "up", timeout_s=180, log=commands)
+        if results["services up"].code != 0:
+            raise RuntimeError(f"pinpipe services up failed:\n{results['services up'].tail()}")
+        up_args = ["up", "--detach"]
+        if "batch-kill" in options.kinds:
+            up_args += ["--batch-every", f"{options.batch_every_s:g}s"]
+        results["up"] = pinpipe(env, *up_args, timeout_s=400, log=commands)
+        if results["up"].code != 0:
+            raise RuntimeError(f"pinpipe up --detach failed:\n{results['up'].tail(30)}")
+        from pinpipe.services.resolve import embedded_postgres
+        from pinpipe.up import read_state
+
+        server = embedded_postgres(settings)
+        server.attach()
+        dsn = server.dsn
+        api = next(c for c in read_state(settings)["components"] if c["name"] == "api")
+        _say(f"up is running; load {options.rate:g} posts/s x {options.batch} records -> {api['address']}")
+        load = LoadClient(api["address"], rate=options.rate, batch=options.batch, seed=options.seed,
+                          tag=f"{options.seed}-{int(time.time())}")
+        began = time.monotonic()
+        load.start()
+        faults = _run_faults(settings, dsn, load, options, began)
+        remaining = began + options.minutes * 60 - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        if read_state(settings) is None:
+            failures.append("pinpipe up was not running any more when the load stopped (see logs/up.log)")
+        _say(f"load stopped after {time.monotonic() - began:.0f} s; retrying refused posts for up to {options.retry_s:g} s")
+        unacked = load.finish(options.retry_s)
+        if unacked:
+            warnings.append(f"{unacked} posts never acknowledged (refused or unanswered until the end)")
+        results["status"] = pinpipe(env, "status", timeout_s=60, log=commands)
+        _say("pinpipe down (drains)")
+        results["down"] = pinpipe(env, "down", timeout_s=900, log=commands)
+        results["lake verify"] = pinpipe(env, "lake", "verify", timeout_s=300, log=commands)
+        _say(f"lake verify exit {results['lake verify'].code}; pinpipe batch --all")
+        results["batch"] = pinpipe(env, "batch", "--all", timeout_s=900, log=commands)
+        if results["batch"].code != 0:
+            failures.append(f"pinpipe batch --all failed (exit {results['batch'].code})")
+        lake = read_lake(Path(settings.lake.root or data_dir / "lake"))
+        verdict = judge_records(load.ledger, lake, speed_keys(dsn))
+        if results["batch"].code == 0:
+            from pinpipe.serve.reconcile import compare_layers
+
+            layers = compare_layers(settings, dsn)
+    except Exception as error:
+        failures.append(f"the soak could not run to its end: {type(error).__name__}: {error}")
+    finally:
+        if load is not None and load._thread is not None and load._thread.is_alive():
+            load.finish(0)
+        if "down" not in results:
+            results["down"] = pinpipe(env, "down", timeout_s=900, log=commands)
+        results["services down"] = pinpipe(env, "services", "down", timeout_s=120, log=commands)
+
+    failures += _judge(verdict, layers, faults, results, options, warnings)
+    report = _report(options, load, faults, verdict, layers, results, data_dir, failures, warnings)
+    if options.clean and not failures:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return SoakResult(failures, warnings, report, data_dir, faults, verdict)
+
+
+def _judge(verdict, layers, faults, results, options: SoakOptions, warnings: list[str]) -> list[str]:
+    failures = []
+    if verdict is not None:
+        for name in ("lost", "duplicated", "unexpected", "missing_from_pg", "slot_mismatch"):
+            if getattr(verdict, name):
+                failures.append(f"{getattr(verdict, name):,} records {name.replace('_', ' ')}")
+        if verdict.lost and results.get("lake verify") and results["lake verify"].code == 0:
+            failures.append(f"{verdict.lost:,} records lost that `pinpipe lake verify` did not report")
+        if verdict.acknowledged == 0:
+            failures.append("no record was acknowledged")
+    if layers is not None and not all(c.ok for c in layers):
+        failures.append("the speed layer differs from the batch layer: " + "; ".join(
+            f"{c.table.value}: batch {c.batch_rows:,}, speed {c.speed_rows:,}, equal {c.equal_rows:,}"
+            + "".join(f"; {d}" for d in c.differences) for c in layers if not c.ok))
+    for fault in faults:
+        if fault.recovered_s is None:
+            failures.append(f"{fault.kind} at {fault.wall}: {'; '.join(fault.notes)}")
+        elif fault.recovered_s > options.recovery_target_s:
+            warnings.append(f"{fault.kind} at {fault.wall}: recovered in {fault.recovered_s:.1f} s"
+                            f" (target {options.recovery_target_s:g} s)")
+    return failures
+
+
+def _report(options, load, faults, verdict, layers, results, data_dir, failures, warnings) -> str:
+    lines = [f"soak: {options.minutes:g} min at {options.rate:g} posts/s x {options.batch} records, "
+             f"a fault every <= {options.fault_every_s:g} s, seed {options.seed}; data dir {data_dir}"]
+    if load is not None and load.stats.started:
+        took = (load.stats.stopped or time.monotonic()) - load.stats.started
+        lines.append(f"load: {load.stats.posts:,} posts ({load.stats.posts / max(took, 1):.1f}/s achieved), "
+                     f"{load.stats.requests:,} requests; answers: "
+                     + ", ".join(f"{k} {v:,}" for k, v in sorted(load.stats.statuses.items())))
+    lines += ["", f"{'fault':<16}{'count':>6}{'recovery p50':>14}{'max':>8}{'first 200 max':>15}"
+              f"{'healthy max':>13}{'stream max':>12}  notes"]
+    for kind in sorted({f.kind for f in faults}):
+        group = [f for f in faults if f.kind == kind]
+        recovered = [f.recovered_s for f in group if f.recovered_s is not None]
+
+        def worst(name: str) -> str:
+            values = [getattr(f, name) for f in group]
+            return ">" if None in values else f"{max(values):.1f}"
+
+        p50 = f"{statistics.median(recovered):.1f}" if recovered else "-"
+        peak = ">" + f"{options.recovery_timeout_s:g}" if len(recovered) < len(group) else f"{max(recovered):.1f}"
+        notes = "; ".join(sorted({n for f in group for n in f.notes}))
+        lines.append(f"{kind:<16}{len(group):>6}{p50:>14}{peak:>8}{worst('first_ok_s'):>15}"
+                     f"{worst('healthy_s'):>13}{worst('stream_s'):>12}  {notes}")
+    lines.append(f"{'total':<16}{len(faults):>6}")
+    if verdict is not None:
+        lines += ["", f"records sent {verdict.sent:,}: acknowledged {verdict.acknowledged:,}, never acknowledged "
+                  f"{verdict.never_acknowledged:,}; answers refused (429/503) {verdict.refused_answers:,}, "
+                  f"unanswered {verdict.no_answer:,}, unexpected {verdict.unexpected:,}",
+                  f"lake: lost {verdict.lost:,}, duplicated {verdict.duplicated:,} "
+                  f"(same offset twice {verdict.coordinate_duplicates:,}), copies of re-sent records "
+                  f"{verdict.resent_copies:,}, 200's offset not holding the record {verdict.slot_mismatch:,}",
+                  f"PostgreSQL: acknowledged keys missing {verdict.missing_from_pg:,}"]
+        for kind, examples in verdict.examples.items():
+            lines += [f"  {kind}: {e}" for e in examples]
+    if layers is not None:
+        lines.append("speed vs batch (compare_layers): " + ", ".join(
+            f"{c.table.value} {c.equal_rows:,}/{c.batch_rows:,} equal ({c.speed_rows:,} in PostgreSQL)" for c in layers))
+    verify = results.get("lake verify")
+    if verify is not None:
+        lines += ["", f"pinpipe lake verify: exit {verify.code}", verify.tail(12)]
+    down = results.get("down")
+    if down is not None:
+        lines += ["", f"pinpipe down: exit {down.code} in {down.seconds:.0f} s", down.tail(6)]
+    if load is not None and load.stats.examples:
+        lines += ["", "unexpected answers:"] + [f"  {e}" for e in load.stats.examples]
+    excerpts = log_excerpts(data_dir / "logs")
+    if excerpts:
+        lines += ["", "log excerpts (logs/):"]
+        for name, found in excerpts.items():
+            lines += [f"  {name}:"] + [f"    {line}" for line in found]
+    lines += [""] + [f"warning: {w}" for w in warnings]
+    lines += [f"FAILED: {f}" for f in failures] or ["PASSED: nothing lost, duplicated or unexpected"]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> SoakOptions:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--rate", type=float, default=200.0, help="posts (requests) per second")
+    parser.add_argument("--batch", type=int, default=3, help="records per post")
+    parser.add_argument("--fault-every", type=float, default=55.0, help="at least one fault this often (s)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--faults", default=",".join(fault_lib.DEFAULT_KINDS),
+                        help=f"kinds, comma-separated, of: {', '.join(fault_lib.KINDS)}")
+    parser.add_argument("--pause", default="5-30", help="pause length range in seconds, MIN-MAX")
+    parser.add_argument("--broker-kill", action="store_true", help="also SIGKILL the broker (durable broker only)")
+    parser.add_argument("--broker-storage", default=None, help="broker.storage for a durable broker (e.g. s3://...)")
+    parser.add_argument("--batch-every", type=float, default=120.0, help="up's batch schedule (s), for batch-kill")
+    parser.add_argument("--recovery-timeout", type=float, default=120.0)
+    parser.add_argument("--recovery-target", type=float, default=30.0)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--clean", action="store_true", help="remove the data dir after a passing run")
+    args = parser.parse_args(argv)
+    kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in fault_lib.KINDS]
+    if unknown:
+        parser.error(f"unknown fault kinds: {', '.join(unknown)}")
+    low, _, high = args.pause.partition("-")
+    return SoakOptions(minutes=args.minutes, rate=args.rate, batch=args.batch, fault_every_s=args.fault_every,
+                       seed=args.seed, kinds=kinds, pause_s=(float(low), float(high or low)),
+                       broker_kill=args.broker_kill, broker_storage=args.broker_storage,
+                       batch_every_s=args.batch_every, recovery_timeout_s=args.recovery_timeout,
+                       recovery_target_s=args.recovery_target, data_dir=args.data_dir, clean=args.clean)
+
+
+def main(argv: list[str] | None = None) -> int:
+    result = run_soak(parse_args(argv))
+    print(result.report, flush=True)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
