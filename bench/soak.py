@@ -107,9 +107,20 @@ def _wait_for_batch(settings, timeout_s: float) -> bool:
     return False
 
 
-def _run_faults(settings, dsn: str, load: LoadClient, options: SoakOptions, began: float) -> list:
+def _wait_flowing(dsn: str, since_wall: float, timeout_s: float) -> float | None:
+    """Seconds until the stream job committed a micro-batch with records (None: not in time)."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_s:
+        if fault_lib.stream_committed_since(dsn, since_wall):
+            return time.monotonic() - began
+        time.sleep(0.5)
+    return None
+
+
+def _run_faults(settings, dsn: str, load: LoadClient, options: SoakOptions, began: float, end: float) -> list:
+    """Inject the seeded faults from ``began`` until ``end`` (monotonic), each followed by its recovery."""
     kinds = list(options.kinds) + (["broker-kill"] if options.broker_kill and "broker-kill" not in options.kinds else [])
-    load_s = options.minutes * 60
+    load_s = end - began
     plan = fault_lib.schedule(kinds, options.seed, load_s, options.fault_every_s, options.warmup_s)
     rng = random.Random(options.seed + 1)
     done = []
@@ -181,7 +192,13 @@ def run_soak(options: SoakOptions) -> SoakResult:
                           tag=f"{options.seed}-{int(time.time())}")
         began = time.monotonic()
         load.start()
-        faults = _run_faults(settings, dsn, load, options, began)
+        # Faults start once records flow to PostgreSQL: a stream job still starting its first
+        # query would make every early fault look slow to recover.
+        flowing = _wait_flowing(dsn, time.time() - 1, options.recovery_timeout_s)
+        if flowing is None:
+            raise RuntimeError(f"no stream micro-batch with records within {options.recovery_timeout_s:g} s")
+        _say(f"records reach PostgreSQL ({flowing:.0f} s after the load started); faults begin")
+        faults = _run_faults(settings, dsn, load, options, time.monotonic(), began + options.minutes * 60)
         remaining = began + options.minutes * 60 - time.monotonic()
         if remaining > 0:
             time.sleep(remaining)
@@ -192,6 +209,8 @@ def run_soak(options: SoakOptions) -> SoakResult:
         if unacked:
             warnings.append(f"{unacked} posts never acknowledged (refused or unanswered until the end)")
         results["status"] = pinpipe(env, "status", timeout_s=60, log=commands)
+        # Before the drain too: what the sink has committed while it runs.
+        results["lake verify (running)"] = pinpipe(env, "lake", "verify", timeout_s=300, log=commands)
         _say("pinpipe down (drains)")
         results["down"] = pinpipe(env, "down", timeout_s=900, log=commands)
         results["lake verify"] = pinpipe(env, "lake", "verify", timeout_s=300, log=commands)
@@ -267,7 +286,8 @@ def _report(options, load, faults, verdict, layers, results, data_dir, failures,
         notes = "; ".join(sorted({n for f in group for n in f.notes}))
         lines.append(f"{kind:<16}{len(group):>6}{p50:>14}{peak:>8}{worst('first_ok_s'):>15}"
                      f"{worst('healthy_s'):>13}{worst('stream_s'):>12}  {notes}")
-    lines.append(f"{'total':<16}{len(faults):>6}")
+    gaps = [b.at - a.at for a, b in zip(faults, faults[1:])]
+    lines.append(f"{'total':<16}{len(faults):>6}" + (f"  (longest gap between faults {max(gaps):.0f} s)" if gaps else ""))
     if verdict is not None:
         lines += ["", f"records sent {verdict.sent:,}: acknowledged {verdict.acknowledged:,}, never acknowledged "
                   f"{verdict.never_acknowledged:,}; answers refused (429/503) {verdict.refused_answers:,}, "
@@ -281,9 +301,10 @@ def _report(options, load, faults, verdict, layers, results, data_dir, failures,
     if layers is not None:
         lines.append("speed vs batch (compare_layers): " + ", ".join(
             f"{c.table.value} {c.equal_rows:,}/{c.batch_rows:,} equal ({c.speed_rows:,} in PostgreSQL)" for c in layers))
-    verify = results.get("lake verify")
-    if verify is not None:
-        lines += ["", f"pinpipe lake verify: exit {verify.code}", verify.tail(12)]
+    for name in ("lake verify (running)", "lake verify"):
+        verify = results.get(name)
+        if verify is not None:
+            lines += ["", f"pinpipe {name}: exit {verify.code}", verify.tail(12)]
     down = results.get("down")
     if down is not None:
         lines += ["", f"pinpipe down: exit {down.code} in {down.seconds:.0f} s", down.tail(6)]
