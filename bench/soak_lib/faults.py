@@ -228,15 +228,15 @@ def components_healthy(settings, dsn: str, killed: Fault | None = None) -> tuple
     return not down, down
 
 
-def stream_committed_since(dsn: str, since_wall: float) -> bool:
-    """The stream job committed a micro-batch with records since ``since_wall`` (epoch s)."""
+def stream_committed_since(dsn: str, since_wall: float, with_records: bool = True) -> bool:
+    """The stream job committed a micro-batch (with records) since ``since_wall`` (epoch s)."""
     import psycopg
 
     try:
         with psycopg.connect(dsn, connect_timeout=2) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM pinpipe.stream_batch WHERE records > 0 AND committed_at >= to_timestamp(%s)",
-                (since_wall,),
+                "SELECT count(*) FROM pinpipe.stream_batch WHERE records >= %s AND committed_at >= to_timestamp(%s)",
+                (1 if with_records else 0, since_wall),
             ).fetchone()
     except Exception:
         return False
@@ -246,12 +246,13 @@ def stream_committed_since(dsn: str, since_wall: float) -> bool:
 def wait_recovered(settings, dsn: str, fault: Fault, load, timeout_s: float) -> Fault:
     """Poll until the fault has recovered (see the module) or ``timeout_s`` after its ``ref``."""
     ref_wall = time.time() - (time.monotonic() - fault.ref)
+    start = max(0, load.answer_count() - load.concurrency * 4)  # answered before ref, bar stragglers
     deadline = fault.ref + timeout_s
     last_down: list[str] = []
     while time.monotonic() < deadline:
         now = time.monotonic()
         if fault.first_ok_s is None:
-            answered = load.first_ok_after(fault.ref)
+            answered = load.first_ok_after(fault.ref, start)
             if answered is not None:
                 fault.first_ok_s = answered - fault.ref
         if fault.healthy_s is None:

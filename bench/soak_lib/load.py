@@ -146,10 +146,15 @@ class LoadClient:
         self.stats.stopped = time.monotonic()
         return len(self.pending)
 
-    def first_ok_after(self, moment: float) -> float | None:
-        """When the first request sent at or after ``moment`` was answered 200 (None: none yet)."""
+    def answer_count(self) -> int:
         with self._lock:
-            answers = list(self.answers)
+            return len(self.answers)
+
+    def first_ok_after(self, moment: float, start: int = 0) -> float | None:
+        """When the first request sent at or after ``moment`` was answered 200 (None: none yet).
+        ``start``: answers before this index (:meth:`answer_count` before ``moment``) are older."""
+        with self._lock:
+            answers = self.answers[start:]
         found = [a.answered for a in answers if a.sent >= moment and a.outcome == OK]
         return min(found) if found else None
 
