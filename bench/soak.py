@@ -259,7 +259,10 @@ def run_soak(options: SoakOptions) -> SoakResult:
         if unacked:
             warnings.append(f"{unacked} posts never acknowledged (refused or unanswered until the end)")
         results["status"] = pinpipe(env, "status", timeout_s=60, log=commands)
-        # While the broker runs: what the sink has committed (down stops the broker, see below).
+        # While the broker runs (down stops it, see below), once the sink has written its last
+        # files (a file is closed rotate_age_s after its first record): verify lists the lake,
+        # then reads the committed offsets, and a file committed in between looks like a loss.
+        time.sleep(options.rotate_age_s + 5)
         results["lake verify"] = pinpipe(env, "lake", "verify", timeout_s=300, log=commands)
         _say(f"lake verify exit {results['lake verify'].code}; pinpipe down (drains)")
         services = (fault_lib.broker_pid(settings), fault_lib.postmaster_pid(settings))

@@ -43,6 +43,7 @@ def soak_env(data_dir: Path, *, rotate_age_s: float, broker_storage: str | None 
         "PINPIPE_UP__DASHBOARD__PORT": "0",
         "PINPIPE_LAKE__ROTATE_AGE_S": str(rotate_age_s),
         "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "160",  # rich's tables in the captured output, unshortened
     }
     path = os.environ.get("PYTHONPATH", "")
     if str(SRC) not in path.split(os.pathsep):
