@@ -55,6 +55,7 @@ class SoakOptions:
     minutes: float = 3.0
     rate: float = 50.0
     batch: int = 3
+    concurrency: int = 64
     fault_every_s: float = 30.0
     seed: int = 1
     kinds: tuple[str, ...] = fault_lib.DEFAULT_KINDS
@@ -237,7 +238,7 @@ def run_soak(options: SoakOptions) -> SoakResult:
         _say(f"the stream job's query runs ({started:.0f} s after up was running)")
         _say(f"up is running; load {options.rate:g} posts/s x {options.batch} records -> {api['address']}")
         load = LoadClient(api["address"], rate=options.rate, batch=options.batch, seed=options.seed,
-                          tag=f"{options.seed}-{int(time.time())}")
+                          concurrency=options.concurrency, tag=f"{options.seed}-{int(time.time())}")
         began = time.monotonic()
         load.start()
         # Faults start once records flow to PostgreSQL: a stream job still starting its first
@@ -341,6 +342,11 @@ def _report(options, load, faults, verdict, layers, results, data_dir, failures,
         lines.append(f"load: {load.stats.posts:,} posts ({load.stats.posts / max(took, 1):.1f}/s achieved), "
                      f"{load.stats.requests:,} requests; answers: "
                      + ", ".join(f"{k} {v:,}" for k, v in sorted(load.stats.statuses.items())))
+        if load.stats.behind_s:
+            lines.append(f"the load fell behind its schedule by {load.stats.behind_s:,.0f} s in all (every request"
+                         f" slot of {load.concurrency} busy)")
+        lines.append("200s per minute (API latency p50/p99 s): " + ", ".join(
+            f"{n:,} ({p50:.2f}/{p99:.2f})" for _, n, p50, p99 in load.by_minute()))
     lines += ["", f"{'fault':<16}{'count':>6}{'recovery p50':>14}{'max':>8}{'first 200 max':>15}"
               f"{'healthy max':>13}{'stream max':>12}  notes"]
     for kind in sorted({f.kind for f in faults}):
@@ -395,6 +401,7 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=float, default=200.0, help="posts (requests) per second")
     parser.add_argument("--batch", type=int, default=3, help="records per post")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight at most")
     parser.add_argument("--fault-every", type=float, default=55.0, help="at least one fault this often (s)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--faults", default=",".join(fault_lib.DEFAULT_KINDS),
@@ -413,7 +420,7 @@ def parse_args(argv: list[str] | None = None) -> SoakOptions:
     if unknown:
         parser.error(f"unknown fault kinds: {', '.join(unknown)}")
     low, _, high = args.pause.partition("-")
-    return SoakOptions(minutes=args.minutes, rate=args.rate, batch=args.batch, fault_every_s=args.fault_every,
+    return SoakOptions(minutes=args.minutes, rate=args.rate, batch=args.batch, concurrency=args.concurrency, fault_every_s=args.fault_every,
                        seed=args.seed, kinds=kinds, pause_s=(float(low), float(high or low)),
                        broker_kill=args.broker_kill, broker_storage=args.broker_storage,
                        batch_every_s=args.batch_every, recovery_timeout_s=args.recovery_timeout,

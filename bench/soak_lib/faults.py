@@ -268,9 +268,9 @@ def wait_recovered(settings, dsn: str, fault: Fault, load, timeout_s: float) -> 
             fault.recovered_s = max(fault.first_ok_s, fault.healthy_s, fault.stream_s)
             return fault
         time.sleep(0.5)
-    missing = [name for name, value in (("a 200", fault.first_ok_s), ("healthy", fault.healthy_s),
-                                        ("a stream batch", fault.stream_s)) if value is None]
-    fault.notes.append(f"not recovered within {timeout_s:.0f} s: no {', no '.join(missing)}"
+    missing = [name for name, value in (("no 200", fault.first_ok_s), ("not healthy", fault.healthy_s),
+                                        ("no stream batch", fault.stream_s)) if value is None]
+    fault.notes.append(f"not recovered within {timeout_s:.0f} s: {', '.join(missing)}"
                        + (f"; down: {', '.join(last_down)}" if last_down else ""))
     return fault
 

@@ -74,6 +74,7 @@ class LoadStats:
     requests: int = 0
     started: float = 0.0
     stopped: float = 0.0
+    behind_s: float = 0.0  # schedule given up because every request slot was busy
     statuses: dict[str, int] = field(default_factory=dict)  # "200", "503", "ConnectError", ...
     examples: list[str] = field(default_factory=list)  # unexpected answers, a few
 
@@ -158,6 +159,20 @@ class LoadClient:
         found = [a.answered for a in answers if a.sent >= moment and a.outcome == OK]
         return min(found) if found else None
 
+    def by_minute(self) -> list[tuple[int, int, float | None, float | None]]:
+        """Per minute of the load: requests answered 200, and their latency p50 and p99 (s)."""
+        with self._lock:
+            answers = [a for a in self.answers if a.outcome == OK]
+        minutes: dict[int, list[float]] = {}
+        for answer in answers:
+            minutes.setdefault(int((answer.sent - self.stats.started) // 60), []).append(answer.answered - answer.sent)
+        out = []
+        for minute, latencies in sorted(minutes.items()):
+            latencies.sort()
+            out.append((minute, len(latencies), latencies[len(latencies) // 2],
+                        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]))
+        return out
+
     def outcomes_between(self, begin: float, end: float) -> dict[str, int]:
         """How the requests answered within ``begin .. end`` ended, by outcome."""
         counts: dict[str, int] = {}
@@ -206,6 +221,7 @@ class LoadClient:
             if self._producing.is_set():
                 due = int((now - began) * self.rate)
                 if due - made > self.rate:  # fell behind (the API was slow): do not burst
+                    self.stats.behind_s += (due - made - int(self.rate)) / self.rate
                     made = due - int(self.rate)
                 while made < due and not queue.full():
                     queue.put_nowait(self._new_post())
