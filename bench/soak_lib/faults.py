@@ -75,7 +75,7 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def _component_pid(settings, name: str) -> int | None:
+def component_pid(settings, name: str) -> int | None:
     from pinpipe.up import read_state
 
     state = read_state(settings) or {}
@@ -100,7 +100,7 @@ def broker_pid(settings) -> int | None:
 
 
 def stream_jvm_pid(settings) -> int | None:
-    stream = _component_pid(settings, "stream")
+    stream = component_pid(settings, "stream")
     if stream is None:
         return None
     jvms = [p for p in _descendants(stream) if "java" in process_cmdline(p).split(" ", 1)[0]]
@@ -158,12 +158,12 @@ def inject(settings, kind: str, pause_s: float) -> Fault:
     """Inject one fault; a pause returns after the SIGCONT. Raises :class:`FaultSkipped`."""
     fault = Fault(kind, time.monotonic(), wall=datetime.now(UTC).strftime("%H:%M:%S"))
     if kind in ("api-kill", "sink-kill", "stream-kill", "dashboard-kill"):
-        fault.pid = _kill(_component_pid(settings, KINDS[kind]), KINDS[kind])
+        fault.pid = _kill(component_pid(settings, KINDS[kind]), KINDS[kind])
     elif kind == "stream-jvm-kill":
         fault.pid = _kill(stream_jvm_pid(settings), "stream JVM")
     elif kind == "batch-kill":
         # The batch job leads its own process group (its driver and Spark's JVM): all of it.
-        fault.pid = _kill(_component_pid(settings, "batch"), "batch job", group=True)
+        fault.pid = _kill(component_pid(settings, "batch"), "batch job", group=True)
     elif kind == "broker-kill":
         fault.pid = _kill(broker_pid(settings), "broker")
     elif kind in ("broker-pause", "pg-pause"):

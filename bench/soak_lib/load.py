@@ -173,15 +173,6 @@ class LoadClient:
                         latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]))
         return out
 
-    def outcomes_between(self, begin: float, end: float) -> dict[str, int]:
-        """How the requests answered within ``begin .. end`` ended, by outcome."""
-        counts: dict[str, int] = {}
-        with self._lock:
-            for answer in self.answers:
-                if begin <= answer.answered <= end:
-                    counts[answer.outcome] = counts.get(answer.outcome, 0) + 1
-        return counts
-
     # --- the loop ---------------------------------------------------------------------------
 
     def _new_post(self) -> Post:
