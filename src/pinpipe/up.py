@@ -822,6 +822,7 @@ def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
     from pinpipe.serve.dashboard.scrape import http_ok, scrape, summarize
     from pinpipe.services.broker import broker_is_healthy
     from pinpipe.services.state import pid_is_alive
+    from pinpipe.speed.health import stream_health
 
     state = read_state(settings)
     if state is None:
@@ -841,6 +842,11 @@ def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
         if c["name"] == "broker" and row["healthy"]:  # alive is not enough: does it answer?
             row["healthy"] = broker_is_healthy(settings.broker.client_config(c["address"]), timeout=2.0)
             row["note"] = row["note"] if row["healthy"] else "not answering metadata requests"
+        if c["name"] == "stream" and row["healthy"] and c.get("metrics_url"):
+            # Alive is not enough: its query must have committed a micro-batch recently.
+            verdict = stream_health(c["metrics_url"])
+            row["healthy"] = verdict.healthy
+            row["note"] = row["note"] if verdict.healthy else verdict.reason
         if c["name"] == "lake-sink" and row["healthy"] and c["name"] in first:
             samples = {name: value for name, _, value in first[c["name"]].samples}
             if samples.get("pinpipe_lake_broker_up") == 0:  # it can neither fetch nor commit
