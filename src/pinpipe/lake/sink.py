@@ -172,6 +172,7 @@ class LakeSink:
         self._uncommitted: dict[TopicPartitionKey, int] = {}  # written while the broker was away
         self._broker_lost_at: float | None = None
         self._retired: list = []  # consumers of earlier logs, closing in the background
+        self._consumer_token: object = None
 
     def positions(self) -> dict[TopicPartitionKey, int]:
         """Next offset the sink will take, per assigned topic-partition (safe from any thread)."""
@@ -199,7 +200,11 @@ class LakeSink:
     def _subscribe(self) -> None:
         from confluent_kafka import Consumer
 
-        self._consumer = Consumer(self.consumer_config())
+        # Errors of a retired consumer (an earlier log's, still closing) are not this one's.
+        token = object()
+        self._consumer_token = token
+        config = {**self.consumer_config(), "error_cb": lambda error: self._on_client_error(error, token)}
+        self._consumer = Consumer(config)
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -289,6 +294,16 @@ class LakeSink:
     def _on_assign(self, consumer, partitions) -> None:
         if self._ignored(consumer):
             return
+        if self.logs.current is not None and not self._same_log(self._cluster_id(2.0, consumer)):
+            # Assigned by a broker with another (empty) log, or none: take nothing from it
+            # before the log is entered with a consumer of its own (_ride_out_broker_loss).
+            with contextlib.suppress(Exception):
+                consumer.pause(partitions)
+            if self._broker_lost_at is None:
+                self._broker_lost_at = time.monotonic()
+                self.metrics.broker_up.set(0)
+            log.warning("lake sink: an assignment from another log of the broker, held")
+            return
         try:
             committed = consumer.committed(partitions, timeout=10)
         except Exception as exc:
@@ -364,8 +379,10 @@ class LakeSink:
 
     # --- the broker going away -------------------------------------------------------------
 
-    def _on_client_error(self, error) -> None:
+    def _on_client_error(self, error, token: object = None) -> None:
         """librdkafka's error callback (inside ``consume``): note that the broker is gone."""
+        if token is not None and token is not self._consumer_token:
+            return
         if error.name() == "_ALL_BROKERS_DOWN" and self._broker_lost_at is None:
             self._broker_lost_at = time.monotonic()
             self.metrics.broker_up.set(0)
