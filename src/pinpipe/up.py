@@ -4,9 +4,9 @@
 PostgreSQL (:func:`pinpipe.services.resolve.services_up`), the schema migrations, the ingest
 API, the lake sink, the stream job, the dashboard, optionally the emulator; it runs the batch
 job every ``--batch-every`` (or leaves it to Airflow), supervises the processes
-(:mod:`pinpipe.supervisor`) and, on Ctrl-C or SIGTERM (or when ``--duration`` is up), stops
+(:mod:`pinpipe.supervisor`) and the embedded broker (:mod:`pinpipe.broker_watch`) and, on Ctrl-C or SIGTERM (or when ``--duration`` is up), stops
 everything in reverse order. Before stopping the consumers it lets them drain what the API
-accepted (the embedded broker keeps nothing across restarts), and it records the final figures
+accepted (a memory-storage broker keeps nothing across restarts), and it records the final figures
 (the API's, and the emulator's when it finished its bounded run) in ``<run_dir>/up-last-run.json``.
 
 What is running is recorded in ``<run_dir>/up.json`` (pids, addresses, ports; no secrets), so
@@ -535,7 +535,8 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         run.reader_dsn = reader_dsn(settings, run.dsn)
         console.print(f"[cyan]migrations[/] schema pinpipe up to date ({len(applied)} applied now)")
         run.pg_started_at = _pg_now(run.dsn)
-        if "broker" in run.started_services:
+        # A new log (memory storage, or a durable one created now) starts its offsets at 0.
+        if any(status.name == "broker" and status.started_now and status.new_log for status in statuses):
             _archive_stale_state(run)
         _save_state(run, "starting")
         shutil.rmtree(settings.run_dir / EMULATOR_STATS_DIR, ignore_errors=True)  # only this run's counts
@@ -808,7 +809,10 @@ def detach(argv: list[str], settings: Settings, console: Console, timeout_s: flo
         state = read_state(settings)
         if state is not None and state.get("pid") == process.pid and state.get("phase") == "running":
             console.print(f"pinpipe up running in the background (pid {process.pid}); log: {log}")
-            return print_status(settings, console)
+            # Up is running: that is what this answers. The table may still show the stream job
+            # not healthy while its first query warms up (`pinpipe status` later says more).
+            print_status(settings, console)
+            return 0
         if process.poll() is not None:
             console.print(f"[red]pinpipe up exited with code {process.returncode}[/]; see {log}")
             return 1
