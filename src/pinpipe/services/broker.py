@@ -28,12 +28,10 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from pinpipe.services.broker_s3 import S3Storage
+from pinpipe.services.child import ChildService
 from pinpipe.services.errors import ServiceError
-from pinpipe.services.state import pid_is_alive, terminate_pid
 
 HOST = "127.0.0.1"
 LOG_NAME = "broker.log"
@@ -112,7 +110,7 @@ def broker_is_healthy(client_config: dict, timeout: float = 3.0) -> bool:
     return _metadata(client_config, timeout) is not None
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(ChildService):
     """One Tansu process on ``127.0.0.1:<port>``, logging to ``<log_dir>/broker.log``.
 
     Without ``storage``, memory storage: data does not survive :meth:`stop`. With ``storage``
@@ -250,28 +248,3 @@ class EmbeddedBroker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL. Safe to call more than once."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            terminate_pid(process.pid, timeout)
-        process.wait(timeout=5)  # reap; returns at once after terminate_pid
-        self.pid = None
-
-    def is_running(self) -> bool:
-        return self._process is not None and pid_is_alive(self._process.pid)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -45,11 +45,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from pinpipe.services.child import ChildService
 from pinpipe.services.errors import ServiceError
-from pinpipe.services.state import pid_is_alive, terminate_pid
 
 HOST = "127.0.0.1"
 BUCKET = "tansu"
@@ -139,7 +137,7 @@ class S3Storage:
         }
 
 
-class BrokerS3Server:
+class BrokerS3Server(ChildService):
     """One local S3 server on ``127.0.0.1:<port>`` serving ``<home>/objects``.
 
     Same shape as :class:`pinpipe.services.broker.EmbeddedBroker`: :meth:`start` (optionally
@@ -235,31 +233,6 @@ class BrokerS3Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL. Safe to call more than once."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            terminate_pid(process.pid, timeout)
-        process.wait(timeout=5)
-        self.pid = None
-
-    def is_running(self) -> bool:
-        return self._process is not None and pid_is_alive(self._process.pid)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _authorization(credentials: S3Credentials) -> str:
