@@ -17,6 +17,17 @@ from pinpipe.services.broker import EmbeddedBroker
 from pinpipe.services.postgres import EmbeddedPostgres
 
 
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """The environment of a pinpipe process a test starts in another directory: this
+    checkout's ``src`` first on PYTHONPATH (a relative ``PYTHONPATH=src`` would resolve to
+    nothing there and the process would import the pinpipe installed in the venv)."""
+    path = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def make_traversable_dir(prefix: str = "pinpipe-test-") -> Path:
     """A fresh directory under /tmp, mode 0755.
 

@@ -324,6 +324,13 @@ class SpeedSettings(BaseModel):
         "before its query fails and the job exits; 0: for good. Restarting the job does not bring a "
         "broker back and costs Spark's start and warm-up each time (pinpipe.speed.source).",
     )
+    postgres_wait_s: float = Field(
+        900.0,
+        ge=0,
+        description="How long the stream job retries a micro-batch while PostgreSQL cannot be reached "
+        "(restarted, down) before its query fails; 0: it fails at once. Each retry reconnects and "
+        "writes the whole batch again, which the batch's record in pinpipe.stream_batch keeps exactly once.",
+    )
     lateness_s: float = Field(
         600.0, ge=0, description="Watermark: metric windows older than the latest broker time minus this are final."
     )
@@ -331,7 +338,8 @@ class SpeedSettings(BaseModel):
         2000,
         ge=0,
         description="Generated posts the stream job parses and cleans (three times) before its query, so "
-        "the JIT has compiled that path before the first records; 0 skips the warm-up.",
+        "the JIT has compiled that path before the first records; 0 skips the warm-up. A query that "
+        "resumes its checkpoint (a restart) skips it too: its waiting records come first.",
     )
     poster_window_s: int = Field(600, ge=1, description="Sliding window length of the poster activity metric.")
     poster_slide_s: int = Field(

@@ -23,16 +23,12 @@ import pytest
 from pinpipe.events import Table, record_key, topic_name
 from pinpipe.services.broker import EmbeddedBroker, free_port
 from pinpipe.speed.health import stream_health
+from tests.conftest import checkout_env
 from tests.speed.conftest import create_topics, stored_value
 from tests.speed.pg import query, wait_for
 from tests.speed.records import user
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-"""This checkout's code: the job runs in another directory, where a relative PYTHONPATH=src
-would resolve to nothing and the job would import the pinpipe installed in the venv."""
-
 
 @pytest.fixture
 def broker(traversable_dir: Path) -> Iterator[EmbeddedBroker]:
@@ -51,10 +47,8 @@ def broker(traversable_dir: Path) -> Iterator[EmbeddedBroker]:
 def start_job(
     bootstrap: str, dsn: str, prefix: str, workdir: Path, metrics_port: int, **settings: str
 ) -> subprocess.Popen:
-    env = {
-        **os.environ,
+    env = checkout_env(**{
         **{f"PINPIPE_SPEED__{name.upper()}": value for name, value in settings.items()},
-        "PYTHONPATH": os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "PINPIPE_DATA_DIR": str(workdir),
         "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
         "PINPIPE_BROKER__TOPIC_PREFIX": prefix,
@@ -63,7 +57,7 @@ def start_job(
         "PINPIPE_BATCH__SHUFFLE_PARTITIONS": "2",
         "PINPIPE_SPEED__WARMUP_ROWS": "0",  # what it writes counts here, not how fast it starts
         "PINPIPE_SPEED__DELTA_OUTPUT": "false",
-    }
+    })
     log = open(workdir / "stream.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "pinpipe.speed", "--trigger-s", "0.5",

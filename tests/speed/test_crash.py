@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pinpipe.events import Table
+from tests.conftest import checkout_env
 from tests.speed.conftest import TEST_WARMUP_ROWS, create_topics
 from tests.speed.pg import clean_rows, query, wait_for
 from tests.speed.records import clean_geo, clean_pin, clean_user, geo, pin, user
@@ -25,8 +26,7 @@ VERSIONS = 3
 
 
 def start_job(bootstrap: str, dsn: str, prefix: str, workdir: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
+    env = checkout_env(**{
         "PINPIPE_DATA_DIR": str(workdir),
         "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
         "PINPIPE_BROKER__TOPIC_PREFIX": prefix,
@@ -35,7 +35,7 @@ def start_job(bootstrap: str, dsn: str, prefix: str, workdir: Path) -> subproces
         "PINPIPE_BATCH__SHUFFLE_PARTITIONS": "2",
         "PINPIPE_SPEED__MAX_OFFSETS_PER_TRIGGER": "150",  # many small batches to die in
         "PINPIPE_SPEED__WARMUP_ROWS": str(TEST_WARMUP_ROWS),
-    }
+    })
     log = open(workdir / "stream.log", "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "pinpipe.speed", "--trigger-s", "0.5",
@@ -84,6 +84,8 @@ def test_kill_and_restart_writes_every_key_once(kafka_bootstrap, fresh_dsn, topi
     finally:
         kill_group(job, signal.SIGKILL)
     assert pin_events(fresh_dsn) < total_pins, "the job finished before it was killed"
+    first_run = (traversable_dir / "stream.log").read_text(errors="replace")
+    assert "warmed up on generated records" in first_run  # a new query warms up ...
 
     job = start_job(kafka_bootstrap, fresh_dsn, topic_prefix, traversable_dir)
     try:
@@ -96,6 +98,10 @@ def test_kill_and_restart_writes_every_key_once(kafka_bootstrap, fresh_dsn, topi
     finally:
         kill_group(job, signal.SIGTERM)
     log = log_tail(traversable_dir)
+    second_run = (traversable_dir / "stream.log").read_text(errors="replace")[len(first_run):]
+    # ... a resumed one starts on its waiting records at once
+    assert "resuming the checkpoint's query: no warm-up" in second_run
+    assert "warmed up on generated records" not in second_run
 
     assert clean_rows(fresh_dsn, "pin") == [clean_pin(i, f"u-{i:04d}", title=f"v{VERSIONS - 1}") for i in range(KEYS)]
     assert clean_rows(fresh_dsn, "geo") == [clean_geo(i) for i in range(KEYS)]

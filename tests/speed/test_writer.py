@@ -176,3 +176,82 @@ def test_poster_panes_take_late_posts_until_the_watermark_passes_their_end(fresh
 def test_poster_window_must_be_whole_slides():
     with pytest.raises(ValueError, match="whole number of slides"):
         PostgresWriter("postgresql://unused", lateness_s=60, poster_window_s=90, poster_slide_s=60)
+
+
+# --- PostgreSQL lost and back -------------------------------------------------------------
+
+
+def terminate_other_backends(dsn: str) -> int:
+    """End every other session on ``dsn``'s database, as a PostgreSQL restart would; how many."""
+    return len(query(dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+
+def test_a_dropped_connection_is_reopened_and_the_batch_written_once(fresh_dsn):
+    apply_migrations(fresh_dsn)
+    writer = PostgresWriter(fresh_dsn, lateness_s=300, wait_s=30)
+    try:
+        writer.write("q", 0, {Table.PIN: pins(art("a", T0, 1))}, None, TOPICS)
+        assert terminate_other_backends(fresh_dsn) == 1  # the writer's connection
+        outcome = writer.write("q", 1, {Table.PIN: pins(art("b", T0, 2), art("c", T0, 3))}, None, TOPICS)
+    finally:
+        writer.close()
+    assert not outcome.replayed and outcome.upserted == {"pin": 2}
+    assert [r["unique_id"] for r in query(fresh_dsn, "SELECT unique_id FROM pinpipe.pin ORDER BY 1")] == ["a", "b", "c"]
+    assert query(fresh_dsn, "SELECT events FROM pinpipe.category_per_minute") == [{"events": 3}]
+
+
+def test_without_a_wait_the_lost_connection_fails_the_batch(fresh_dsn):
+    import psycopg
+
+    apply_migrations(fresh_dsn)
+    writer = PostgresWriter(fresh_dsn, lateness_s=300, wait_s=0)
+    try:
+        writer.write("q", 0, {Table.PIN: pins(art("a", T0, 1))}, None, TOPICS)
+        terminate_other_backends(fresh_dsn)
+        with pytest.raises(psycopg.OperationalError):
+            writer.write("q", 1, {Table.PIN: pins(art("b", T0, 2))}, None, TOPICS)
+    finally:
+        writer.close()
+
+
+def test_a_database_that_answers_late_is_waited_for_then_given_up_on(pg_dsn):
+    """The writer's database does not exist at first (every connection fails, as while
+    PostgreSQL restarts): it waits; created 1.5 s later, the batch lands. Never there: the
+    error comes after ``wait_s``."""
+    import threading
+    import time
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = make_conninfo(pg_dsn, dbname=name)
+
+    def create_later() -> None:
+        time.sleep(1.5)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        apply_migrations(dsn)
+
+    creator = threading.Thread(target=create_later)
+    creator.start()
+    writer = PostgresWriter(dsn, lateness_s=300, wait_s=60)
+    try:
+        began = time.monotonic()
+        outcome = writer.write("q", 0, {Table.PIN: pins(art("a", T0, 1))}, None, TOPICS)
+        assert time.monotonic() - began >= 1.5
+        assert not outcome.replayed and outcome.upserted["pin"] == 1
+        assert query(dsn, "SELECT unique_id FROM pinpipe.pin") == [{"unique_id": "a"}]
+    finally:
+        creator.join()
+        writer.close()
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    never = PostgresWriter(make_conninfo(pg_dsn, dbname=f"t_{uuid.uuid4().hex[:12]}"), lateness_s=300, wait_s=1.0)
+    began = time.monotonic()
+    with pytest.raises(psycopg.OperationalError):
+        never.write("q", 0, {Table.PIN: pins(art("a", T0, 1))}, None, TOPICS)
+    assert 1.0 <= time.monotonic() - began < 10

@@ -16,11 +16,16 @@ single transaction:
    lateness), then advances the watermark.
 
 Either all of it is visible or none of it is; a crash anywhere replays the batch, which
-step 1 turns into a no-op once it has committed.
+step 1 turns into a no-op once it has committed. The same makes a lost connection safe to
+retry in place: PostgreSQL restarted or unreachable, the writer reconnects and writes the batch
+again (for up to ``wait_s``) instead of failing the query, which would cost the stream job a
+restart of Spark and its warm-up. A commit whose answer was lost is found by step 1.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +43,11 @@ CLEAN_TABLES: dict[Table, tuple[str, tuple[str, ...]]] = {
     table: (table.natural_key, CLEAN_COLUMNS[table]) for table in Table
 }
 """Per table: its natural key and the clean columns stored (arrival columns follow)."""
+
+log = logging.getLogger("pinpipe.speed")
+
+RETRY_MAX_DELAY_S = 5.0
+"""The longest pause between two attempts at a batch while PostgreSQL does not answer."""
 
 DEAD_LETTER_COLUMNS = ("topic", "kafka_partition", "kafka_offset", "broker_timestamp", "value", "reason")
 
@@ -99,9 +109,12 @@ class PostgresWriter:
         poster_window_s: int = 600,
         poster_slide_s: int = 60,
         schema: str = "pinpipe",
+        wait_s: float = 0.0,
     ) -> None:
+        """``wait_s``: how long a batch is retried while PostgreSQL cannot be reached (0: not)."""
         check_poster_window(poster_window_s, poster_slide_s)
         self.dsn = dsn
+        self.wait_s = wait_s
         self.lateness = timedelta(seconds=lateness_s)
         self.poster_window_s = poster_window_s
         self.poster_slide_s = poster_slide_s
@@ -156,14 +169,34 @@ class PostgresWriter:
         dead_letters: Any | None,
         topics: dict[Table, str],
     ) -> BatchOutcome:
-        """Write one micro-batch (see the module docstring); Arrow tables in, counts out."""
-        conn = self._connection()
-        try:
-            self._ensure_staging(conn)
-            return self._write(conn, query_id, batch_id, clean, dead_letters, topics)
-        except psycopg.OperationalError:
-            self.close()  # a broken connection is reopened by the retry of the batch
-            raise
+        """Write one micro-batch (see the module docstring); Arrow tables in, counts out.
+
+        A connection that fails (``psycopg.OperationalError``) is reopened and the whole batch
+        written again, for up to ``wait_s``; then the error is raised.
+        """
+        deadline, delay = None, 0.2
+        while True:
+            try:
+                conn = self._connection()
+                self._ensure_staging(conn)
+                outcome = self._write(conn, query_id, batch_id, clean, dead_letters, topics)
+            except psycopg.OperationalError as error:
+                self.close()  # a broken connection is reopened by the next attempt
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.wait_s
+                    if self.wait_s:
+                        # The first line only: psycopg's message names host and port, never the password.
+                        log.warning("PostgreSQL failed during batch %d (%s); retrying it for up to %.0f s",
+                                    batch_id, str(error).strip().splitlines()[0], self.wait_s)
+                if now >= deadline:
+                    raise
+                time.sleep(min(delay, deadline - now))
+                delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                continue
+            if deadline is not None:
+                log.info("PostgreSQL answers again: batch %d written", batch_id)
+            return outcome
 
     def _write(self, conn, query_id, batch_id, clean, dead_letters, topics) -> BatchOutcome:
         s = self.schema
