@@ -16,7 +16,6 @@ import pytest
 from pinpipe.services.broker import EmbeddedBroker
 from pinpipe.services.postgres import EmbeddedPostgres
 
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 

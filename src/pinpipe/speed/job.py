@@ -349,7 +349,6 @@ def start_stream(
 ) -> tuple[StreamingQuery, MicroBatchHandler]:
     """Migrate the schema and start the query; the caller stops the query and closes the handler."""
     from pinpipe.serve.schema import apply_migrations
-
     from pinpipe.speed.checkpoint import committed_offsets
 
     apply_migrations(dsn)
