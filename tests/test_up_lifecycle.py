@@ -198,3 +198,49 @@ def test_up_on_a_new_broker_archives_and_empties_the_speed_tables(traversable_di
         assert row.startswith("pinpipe.geo,1,41,") and "latitude: out of range" in row
     finally:
         server.stop()
+
+
+@pytest.mark.timeout(300)
+def test_down_after_a_killed_up_stops_what_up_started_and_not_the_services_it_found(traversable_dir):
+    """`pinpipe services up` first, then a detached up, SIGKILLed: its API, sink and dashboard
+    keep running. A new up refuses to start over them; down stops them, and leaves the broker and
+    PostgreSQL that were there before up running."""
+    from pinpipe.services.state import read_record
+
+    data_dir = traversable_dir
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")},
+           "PINPIPE_DATA_DIR": str(data_dir)}
+    up_args = ("up", "--detach", "--no-stream", "--api-port", "0", "--dashboard-port", "0",
+               "--lake-metrics-port", "0", "--stream-metrics-port", "0")
+    try:
+        services = pinpipe(data_dir, env, "services", "up", timeout_s=180)
+        assert services.returncode == 0, services.stdout + services.stderr
+        broker = read_record(data_dir / "run", "broker").pid
+        postmaster = read_record(data_dir / "run", "postgres").pid
+
+        started = pinpipe(data_dir, env, *up_args, timeout_s=240)
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = read_state(data_dir)
+        children = {c["name"]: c["pid"] for c in state["components"] if c["name"] in ("api", "lake-sink", "dashboard")}
+        assert len(children) == 3 and all(children.values())
+        os.kill(state["pid"], signal.SIGKILL)
+        until(lambda: not pid_is_alive(state["pid"]), 10, "up gone")
+        assert all(pid_is_alive(pid) for pid in children.values())  # what a killed up leaves
+
+        again = pinpipe(data_dir, env, *up_args, timeout_s=60)
+        assert again.returncode == 1 and "pinpipe down" in again.stdout, again.stdout + again.stderr
+        assert f"api (pid {children['api']})" in again.stdout.replace("\n", " ")
+
+        stopped = pinpipe(data_dir, env, "down", timeout_s=120)
+        assert stopped.returncode == 0 and "is gone" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert not any(pid_is_alive(pid) for pid in children.values())
+        assert pid_is_alive(broker) and pid_is_alive(postmaster)  # not up's to stop
+        status = pinpipe(data_dir, env, "services", "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert pinpipe(data_dir, env, "down").stdout.strip() == "pinpipe up is not running"
+    finally:
+        pinpipe(data_dir, env, "down", timeout_s=120)
+        pinpipe(data_dir, env, "services", "down", timeout_s=120)
+        for pid in processes_left(data_dir):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -63,14 +63,18 @@ def read_state(settings: Settings) -> dict | None:
     """The record of a running ``pinpipe up`` (None if none, or if its process is gone)."""
     from pinpipe.services.state import pid_is_alive
 
-    path = settings.run_dir / STATE_FILE
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not pid_is_alive(int(state.get("pid", 0))):
+    state = _recorded_state(settings)
+    if state is None or not pid_is_alive(int(state.get("pid", 0))):
         return None
     return state
+
+
+def _recorded_state(settings: Settings) -> dict | None:
+    """up.json as it was last written, whether or not its ``pinpipe up`` still runs."""
+    try:
+        return json.loads((settings.run_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def recorded_ports(settings: Settings) -> dict[str, int]:
@@ -503,9 +507,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
     from pinpipe.services.resolve import reader_dsn
     from pinpipe.services.state import read_record
 
-    existing = read_state(settings)
-    if existing is not None:
-        console.print(f"[red]pinpipe up is already running[/] (pid {existing['pid']}); `pinpipe down` stops it")
+    if not _may_start(settings, console):
         return 1
     run = UpRun(settings, options, console)
     previous = {s: signal.signal(s, lambda *_: run.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -797,6 +799,8 @@ def stop_services(settings: Settings, names: list[str], event: Event) -> None:
 def detach(argv: list[str], settings: Settings, console: Console, timeout_s: float = 300.0) -> int:
     """Run ``pinpipe up`` (``argv`` without ``--detach``) in the background; wait until it is
     running (or has failed), then print the status table."""
+    if not _may_start(settings, console):
+        return 1
     log = settings.data_dir / "logs" / "up.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
@@ -880,29 +884,75 @@ def print_status(settings: Settings, console: Console) -> int:
     return 0 if all(r["healthy"] is not False for r in rows) else 1
 
 
-def down(settings: Settings, console: Console) -> int:
-    """Stop a ``pinpipe up`` running in the background (SIGTERM; it stops its components)."""
-    from pinpipe.services.state import process_cmdline, terminate_pid
+def _may_start(settings: Settings, console: Console) -> bool:
+    """No other up runs, and none that was killed left its components running (their ports,
+    their consumer group); else say why and what to do."""
+    existing = read_state(settings)
+    if existing is not None:
+        console.print(f"[red]pinpipe up is already running[/] (pid {existing['pid']}); `pinpipe down` stops it")
+        return False
+    left = _left_behind(settings)
+    if left:
+        console.print(f"[red]a pinpipe up that was killed left {', '.join(left)} running[/]; "
+                      "`pinpipe down` stops them")
+        return False
+    return True
 
-    state = read_state(settings)
+
+def _left_behind(settings: Settings) -> list[str]:
+    """Components of a killed ``pinpipe up`` that still run ("api (pid 12)", ...); its services
+    (broker, PostgreSQL) are not counted: a new up uses them."""
+    from pinpipe.services.state import pid_is_alive
+
+    state = _recorded_state(settings)
+    if state is None or pid_is_alive(int(state.get("pid", 0))):
+        return []
+    return [f"{c['name']} (pid {c['pid']})" for c in _own_children(state)]
+
+
+def _own_children(state: dict) -> list[dict]:
+    """The components in up's record that up started as processes of its own and that still
+    run (the command line guards against a pid reused since): not the services."""
+    from pinpipe.services.state import process_cmdline
+
+    return [c for c in state.get("components", []) if c["name"] not in ("broker", "postgres")
+            and c.get("pid") and "pinpipe" in process_cmdline(int(c["pid"]))]
+
+
+def down(settings: Settings, console: Console) -> int:
+    """Stop a ``pinpipe up`` running in the background (SIGTERM; it stops its components).
+
+    An up that was killed (SIGKILL, a crash) could not stop what it started: down then stops
+    those itself, from up's record, and only those. A broker or PostgreSQL that was running
+    before up (``pinpipe services up``, or an earlier run) is someone else's and stays.
+    """
+    from pinpipe.services.state import pid_is_alive, terminate_pid
+
+    state = _recorded_state(settings)
     if state is None:
         console.print("pinpipe up is not running")
         return 0
     pid = int(state["pid"])
-    console.print(f"stopping pinpipe up (pid {pid}); it stops its components in reverse order")
-    budget = settings.up.stop_timeout_s * (len(state.get("components", [])) + 1) + CONSUMER_DRAIN_S
-    try:
-        terminate_pid(pid, timeout=budget)
-    except TimeoutError:
-        console.print(f"[red]pid {pid} did not exit[/]")
-        return 1
-    # A supervisor killed before it could stop its children leaves them behind: stop them too.
-    for component in reversed(state.get("components", [])):
-        if component.get("pid") and "pinpipe" in process_cmdline(int(component["pid"])):
-            try:
-                terminate_pid(int(component["pid"]), timeout=settings.up.stop_timeout_s)
-            except TimeoutError:
-                pass
+    components = state.get("components", [])
+    killed = not pid_is_alive(pid)
+    if not killed:
+        console.print(f"stopping pinpipe up (pid {pid}); it stops its components in reverse order")
+        budget = settings.up.stop_timeout_s * (len(components) + 1) + CONSUMER_DRAIN_S
+        try:
+            terminate_pid(pid, timeout=budget)
+        except TimeoutError:
+            console.print(f"[red]pid {pid} did not exit[/]")
+            return 1
+    else:
+        console.print(f"[yellow]pinpipe up (pid {pid}) is gone[/]: stopping what it left running")
+    # An up killed before it could stop its children leaves them behind: stop them too.
+    for component in reversed(_own_children(state)):
+        console.print(f"stopping {component['name']} (pid {component['pid']})")
+        _end_process_group(int(component["pid"]), settings.up.stop_timeout_s)
+    if killed:  # else up stopped the services it started itself
+        stop_services(settings, state.get("started_services", []),
+                      lambda name, message: console.print(f"{name} {message}"))
+    _clear_state(settings)
     try:
         last = json.loads((settings.run_dir / LAST_RUN_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
