@@ -92,6 +92,11 @@ def lake_offsets(storage: LakeStorage) -> dict[tuple[str, int, int], pa.Array]:
     return {key: pa.concat_arrays(parts) for key, parts in chunks.items()}
 
 
+def lake_topics(storage: LakeStorage) -> set[str]:
+    """The topics that have raw files in the lake."""
+    return {parsed.topic for parsed, _, _ in _raw_files(storage)}
+
+
 def committed_offsets(settings: Settings, bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
     """The sink group's committed offsets (without joining the group)."""
     from confluent_kafka import Consumer, TopicPartition
@@ -117,15 +122,18 @@ def committed_offsets(settings: Settings, bootstrap: str, topics: list[str]) -> 
 def verify_lake(settings: Settings, bootstrap: str) -> VerifyReport:
     """Check every topic-partition in the lake or committed by the sink's group."""
     storage = LakeStorage.from_settings(settings)
-    offsets = lake_offsets(storage)
     ledger = LogLedger(storage)
     logs = ledger.logs()
     current = logs[-1].generation if logs else 0
     ended = {log.generation: ledger.seen(log.cluster_id) for log in logs[:-1]}
     reported = {(r.topic, r.partition, r.generation): r for r in ledger.losses()}
-    topics = sorted(set(all_topics(settings.broker.topic_prefix)) | {key[0] for key in offsets})
+    # The commits before the listing: a running sink writes a file before it commits its end,
+    # so every offset committed by now is in the listing that follows (the other order took
+    # a commit made after the listing for lost records).
+    topics = sorted(set(all_topics(settings.broker.topic_prefix)) | set(lake_topics(storage)))
     committed = {(*key, current): offset
                  for key, offset in committed_offsets(settings, bootstrap, topics).items()}  # fmt: skip
+    offsets = lake_offsets(storage)
     acknowledged = {(*key, generation): end for generation, ends in ended.items()
                     for key, end in ends.items()}  # fmt: skip
     checks = []
