@@ -298,6 +298,8 @@ def _batch_tick(run: UpRun, env: dict[str, str]) -> None:
         outcome = "succeeded" if code == 0 else f"failed (exit {code})"
         run.event("batch", f"run {outcome}" + ("" if code == 0 else "; see logs/batch.log"))
         run.batch_process = None
+        if code != 0:  # killed, it could not record its outcome itself
+            _fail_abandoned_runs(run)
         _show_batch(run, None, f"last run {outcome} at {time.strftime('%H:%M:%S')}")
     if run.next_batch_at is None:
         run.next_batch_at = now + every
@@ -312,6 +314,18 @@ def _batch_tick(run: UpRun, env: dict[str, str]) -> None:
         )
     run.event("batch", f"run started (pid {run.batch_process.pid})")
     _show_batch(run, run.batch_process.pid, f"running since {time.strftime('%H:%M:%S')}")
+
+
+def _fail_abandoned_runs(run: UpRun) -> None:
+    import psycopg
+
+    from pinpipe.batch.runs import fail_abandoned_runs
+
+    try:
+        with psycopg.connect(run.dsn, autocommit=True, connect_timeout=5) as conn:
+            fail_abandoned_runs(conn)
+    except Exception as error:  # monitoring: the next run's start records it too
+        run.event("batch", f"could not record the failed run: {type(error).__name__}")
 
 
 def _show_batch(run: UpRun, pid: int | None, note: str) -> None:

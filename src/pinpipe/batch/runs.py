@@ -63,6 +63,7 @@ def start_run(
     apply_migrations(dsn)
     described = "all" if dates is None else ",".join(d.isoformat() for d in dates)
     with psycopg.connect(dsn, autocommit=True) as conn:
+        fail_abandoned_runs(conn)
         row = conn.execute(
             "INSERT INTO pinpipe.batch_run (dates, host, pid, origin, external_id)"
             " VALUES (%s, %s, %s, %s, %s)"
@@ -74,6 +75,32 @@ def start_run(
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def fail_abandoned_runs(conn) -> list[int]:
+    """Mark ``failed`` the runs of this host still ``running`` whose process is gone: a job
+    killed (SIGKILL, out of memory) could not record its outcome. Their ids.
+
+    Runs of one process only (``pinpipe batch``, ``up``'s scheduler): an Airflow run's first
+    task records the start and exits while its later tasks run. Called when a run starts and
+    when ``pinpipe up`` sees its batch job fail; ``conn``: an open autocommit connection.
+    """
+    from pinpipe.services.state import pid_is_alive
+
+    rows = conn.execute(
+        "SELECT run_id, pid FROM pinpipe.batch_run"
+        " WHERE status = 'running' AND host = %s AND origin = ANY(%s)",
+        (socket.gethostname(), [CLI, UP]),
+    ).fetchall()
+    gone = [(run_id, pid) for run_id, pid in rows if pid is None or not pid_is_alive(int(pid))]
+    for run_id, pid in gone:
+        conn.execute(
+            "UPDATE pinpipe.batch_run SET status = 'failed', finished_at = clock_timestamp(), error = %s"
+            " WHERE run_id = %s AND status = 'running'",
+            (f"its process (pid {pid}) ended without recording an outcome: killed?", run_id),
+        )
+        log.warning("batch run %d: its process (pid %s) is gone; recorded as failed", run_id, pid)
+    return [run_id for run_id, _ in gone]
 
 
 def finish_run(dsn: str, run_id: int, error: BaseException | str | None) -> None:
