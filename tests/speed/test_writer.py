@@ -255,3 +255,17 @@ def test_a_database_that_answers_late_is_waited_for_then_given_up_on(pg_dsn):
     with pytest.raises(psycopg.OperationalError):
         never.write("q", 0, {Table.PIN: pins(art("a", T0, 1))}, None, TOPICS)
     assert 1.0 <= time.monotonic() - began < 10
+
+
+def test_a_dead_letter_of_a_new_log_at_an_old_offset_is_kept_and_a_replay_is_not(writer, fresh_dsn):
+    """A broker restarted with an empty log numbers records from 0 again: the dead letter at
+    (p.user, 0, 9) of the new log is another record (a later broker time) and is kept; the same
+    record read again is not stored twice."""
+    blank = users((1, "x", T0, 9)).set_column(0, "ind", pa.array([None], pa.int32()))
+    new_log = users((1, "y", T0 + timedelta(hours=1), 9)).set_column(0, "ind", pa.array([None], pa.int32()))
+    assert writer.write("q", 0, {Table.USER: blank}, None, TOPICS).dead_letters == 1
+    assert writer.write("q", 1, {Table.USER: new_log}, None, TOPICS).dead_letters == 1
+    assert writer.write("q", 2, {Table.USER: blank}, None, TOPICS).dead_letters == 0  # read again
+    rows = query(fresh_dsn, "SELECT kafka_offset, broker_timestamp FROM pinpipe.dead_letter ORDER BY 2")
+    assert rows == [{"kafka_offset": 9, "broker_timestamp": T0},
+                    {"kafka_offset": 9, "broker_timestamp": T0 + timedelta(hours=1)}]
