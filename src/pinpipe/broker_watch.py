@@ -21,6 +21,9 @@ from pinpipe.config import Settings
 
 CHECK_EVERY_S = 1.0
 RETRY_START_AFTER_S = 5.0
+LOSSES_EVERY_S = 5.0
+"""How often the lake's loss records are read (a listing of the ledger each time: a LIST request
+on an S3 lake); a loss the sink records is in up's output within this."""
 
 
 @dataclass
@@ -33,6 +36,7 @@ class BrokerWatch:
     event: Callable[[str, str], None]
     restarts: int = 0
     next_check: float = 0.0
+    next_losses: float = 0.0
     reported_losses: set = field(default_factory=set)
 
     def tick(self) -> int | None:
@@ -46,7 +50,9 @@ class BrokerWatch:
         if now < self.next_check:
             return None
         self.next_check = now + CHECK_EVERY_S
-        self._report_new_losses()
+        if now >= self.next_losses:
+            self.next_losses = now + LOSSES_EVERY_S
+            self._report_new_losses()
         if pid_is_alive(self.pid):
             return None
         with contextlib.suppress(ChildProcessError, OSError):
