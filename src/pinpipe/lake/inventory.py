@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from pinpipe.config import Settings
 from pinpipe.events import all_topics
 from pinpipe.lake.layout import RAW_DIR, RawFile, parse_file_name
-from pinpipe.lake.logs import LogLedger
+from pinpipe.lake.logs import LogLedger, current_generation, sink_group
 from pinpipe.lake.storage import LakeStorage
 
 
@@ -98,12 +98,14 @@ def lake_topics(storage: LakeStorage) -> set[str]:
 
 
 def committed_offsets(settings: Settings, bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    """The sink group's committed offsets (without joining the group)."""
+    """The sink group's committed offsets in the broker's current log (without joining the
+    group; the group of log n > 0 is :func:`~pinpipe.lake.logs.sink_group`'s)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    generation = current_generation(LakeStorage.from_settings(settings))
     consumer = Consumer({
         **settings.broker.client_config(bootstrap),
-        "group.id": settings.lake.sink_group_id,
+        "group.id": sink_group(settings.lake.sink_group_id, generation),
         "enable.auto.commit": False,
     })  # fmt: skip
     try:

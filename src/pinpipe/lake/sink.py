@@ -1,6 +1,7 @@
 """The lake sink: every record of the pipeline's topics into raw Parquet, exactly once.
 
-One consumer (group ``settings.lake.sink_group_id``, no auto-commit) buffers records per
+One consumer (group ``settings.lake.sink_group_id``; for a later log of the broker, that name and
+``.log<n>``: :func:`pinpipe.lake.logs.sink_group`; no auto-commit) buffers records per
 topic-partition. A buffer becomes a file (:mod:`pinpipe.lake.layout` names it by topic,
 partition and first offset) when it reaches ``rotate_records`` records or ``rotate_bytes``
 value bytes, when the next record belongs to another UTC day, when its first record has waited
@@ -62,7 +63,7 @@ from pinpipe.events import all_topics
 from pinpipe.lake.encode import encode_records, to_parquet_bytes
 from pinpipe.lake.errors import SinkStopped, StorageError
 from pinpipe.lake.layout import MS_PER_DAY, file_path, table_for_topic
-from pinpipe.lake.logs import LogLedger, LogTracker, LostRange
+from pinpipe.lake.logs import LogLedger, LogTracker, LostRange, sink_group
 from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.storage import LakeStorage
 
@@ -184,7 +185,7 @@ class LakeSink:
         session_ms = self.lake.session_timeout_ms
         return {
             **self.settings.broker.client_config(self.bootstrap),
-            "group.id": self.lake.sink_group_id,
+            "group.id": sink_group(self.lake.sink_group_id, self.logs.generation),
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -197,7 +198,8 @@ class LakeSink:
             "error_cb": self._on_client_error,
         }
 
-    def _subscribe(self) -> None:
+    def _new_consumer(self) -> None:
+        """A consumer in the group of the log entered (none yet: the first log's), not subscribed."""
         from confluent_kafka import Consumer
 
         # Errors of a retired consumer (an earlier log's, still closing) are not this one's.
@@ -205,6 +207,9 @@ class LakeSink:
         self._consumer_token = token
         config = {**self.consumer_config(), "error_cb": lambda error: self._on_client_error(error, token)}
         self._consumer = Consumer(config)
+
+    def _subscribe(self) -> None:
+        self._new_consumer()
         self._consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -212,14 +217,16 @@ class LakeSink:
     def run(self) -> SinkStats:
         """Consume until stopped; returns the stats or raises :class:`SinkStopped`."""
         started = time.monotonic()
-        self._subscribe()
-        log.info("lake sink: %s -> %s (group %s)", self.topics, self.storage.display,
-                 self.lake.sink_group_id)  # fmt: skip
+        self._new_consumer()  # asks for the cluster id only: the log decides the group
         next_housekeeping = 0.0
         try:
             cluster = self._wait_for_broker()
             if cluster is not None:
                 self._enter_log(cluster)
+            self._close_consumer(clean=True)  # never subscribed: it leaves no group
+            self._subscribe()
+            log.info("lake sink: %s -> %s (group %s)", self.topics, self.storage.display,
+                     self.consumer_config()["group.id"])  # fmt: skip
             next_log_check = time.monotonic() + LOG_CHECK_EVERY_S
             while not self.stop_event.is_set():
                 messages = self._consumer.consume(self.lake.consume_batch, 0.25)
