@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from soak_lib import faults as fault_lib  # noqa: E402
 from soak_lib.check import judge_records, read_lake, speed_keys  # noqa: E402
-from soak_lib.load import LoadClient  # noqa: E402
+from soak_lib.load import LoadProcess  # noqa: E402
 from soak_lib.platform import CommandResult, load_soak_settings, pinpipe, soak_env  # noqa: E402
 from soak_lib.report import judge, render  # noqa: E402
 
@@ -120,7 +120,7 @@ def _wait_flowing(dsn: str, since_wall: float, timeout_s: float, with_records: b
     return None
 
 
-def _run_faults(settings, dsn: str, load: LoadClient, options: SoakOptions, began: float,
+def _run_faults(settings, dsn: str, load: LoadProcess, options: SoakOptions, began: float,
                 end: float) -> tuple[list, list[threading.Thread]]:
     """Inject the seeded faults from ``began`` until ``end`` (monotonic). Each fault's recovery is
     measured in a thread of its own, so the next fault comes on time even when one is slow."""
@@ -162,7 +162,7 @@ def _run_faults(settings, dsn: str, load: LoadClient, options: SoakOptions, bega
     return done, watchers
 
 
-def _recover(settings, dsn: str, fault, load: LoadClient, options: SoakOptions, jvm: int | None) -> None:
+def _recover(settings, dsn: str, fault, load: LoadProcess, options: SoakOptions, jvm: int | None) -> None:
     fault_lib.wait_recovered(settings, dsn, fault, load, options.recovery_timeout_s)
     if fault.kind == "pg-restart" and fault.recovered_s is not None:
         shown_down = _status_says_down(settings, "postgres")
@@ -209,7 +209,7 @@ def run_soak(options: SoakOptions) -> SoakResult:
     warnings: list[str] = []
     results: dict[str, CommandResult] = {}
     faults, verdict, layers = [], None, None
-    load: LoadClient | None = None
+    load: LoadProcess | None = None
     settings = load_soak_settings(env)
     if options.broker_storage and "storage" not in type(settings.broker).model_fields:
         raise SystemExit("--broker-storage: this pinpipe has no broker.storage setting yet (memory storage only)")
@@ -239,8 +239,8 @@ def run_soak(options: SoakOptions) -> SoakResult:
             raise RuntimeError("the stream job's query did not run a micro-batch within 300 s")
         _say(f"the stream job's query runs ({started:.0f} s after up was running)")
         _say(f"up is running; load {options.rate:g} posts/s x {options.batch} records -> {api['address']}")
-        load = LoadClient(api["address"], rate=options.rate, batch=options.batch, seed=options.seed,
-                          concurrency=options.concurrency, tag=f"{options.seed}-{int(time.time())}")
+        load = LoadProcess(api["address"], rate=options.rate, batch=options.batch, seed=options.seed,
+                           concurrency=options.concurrency, tag=f"{options.seed}-{int(time.time())}")
         began = time.monotonic()
         load.start()
         # Faults start once records flow to PostgreSQL: a stream job still starting its first
@@ -262,9 +262,8 @@ def run_soak(options: SoakOptions) -> SoakResult:
         if unacked:
             warnings.append(f"{unacked} posts never acknowledged (refused or unanswered until the end)")
         results["status"] = pinpipe(env, "status", timeout_s=60, log=commands)
-        # While the broker runs (down stops it, see below), once the sink has written its last
-        # files (a file is closed rotate_age_s after its first record): verify lists the lake,
-        # then reads the committed offsets, and a file committed in between looks like a loss.
+        # While the broker runs, once the sink has written its last files (a file is closed
+        # rotate_age_s after its first record), so verify sees every committed offset.
         time.sleep(options.rotate_age_s + 5)
         results["lake verify"] = pinpipe(env, "lake", "verify", timeout_s=300, log=commands)
         _say(f"lake verify exit {results['lake verify'].code}; pinpipe down (drains)")
@@ -272,11 +271,9 @@ def run_soak(options: SoakOptions) -> SoakResult:
         results["down"] = pinpipe(env, "down", timeout_s=900, log=commands)
         gone = [name for name, pid in zip(("broker", "PostgreSQL"), services) if pid and not pid_is_alive(pid)]
         if gone:
-            # up found them running (`pinpipe services up`) and leaves them so, but down's sweep
-            # for leftover children also ends every recorded pid whose command line says
-            # "pinpipe" (the broker's --cluster-id, PostgreSQL's data dir). PostgreSQL keeps its
-            # data: start it again for the checks (the broker comes back empty, unused here).
-            warnings.append(f"`pinpipe down` stopped the {' and '.join(gone)} that `pinpipe services up` had"
+            # up found them running (`pinpipe services up`): down must leave them so. PostgreSQL
+            # keeps its data: start it again for the checks (the broker comes back empty).
+            failures.append(f"`pinpipe down` stopped the {' and '.join(gone)} that `pinpipe services up` had"
                             " started and up had left running (pids " + ", ".join(str(p) for p in services) + ")")
             results["services up again"] = pinpipe(env, "services", "up", timeout_s=180, log=commands)
             server = embedded_postgres(settings)
@@ -290,9 +287,9 @@ def run_soak(options: SoakOptions) -> SoakResult:
         verdict = judge_records(load.ledger, lake, speed_keys(dsn))
         runs = batch_runs(dsn)
         _say(f"batch runs: {runs}")
-        if "batch-kill" in options.kinds and runs.get("running"):
-            warnings.append(f"pinpipe.batch_run: {runs['running']} run(s) still 'running' after the soak"
-                            " (killed batch jobs are not marked failed)")
+        if runs.get("running"):
+            failures.append(f"pinpipe.batch_run: {runs['running']} run(s) still 'running' after the soak"
+                            " (a killed batch job's run is recorded as failed when the next starts)")
         if results["batch"].code == 0:
             from pinpipe.serve.reconcile import compare_layers
 
@@ -300,7 +297,7 @@ def run_soak(options: SoakOptions) -> SoakResult:
     except Exception as error:
         failures.append(f"the soak could not run to its end: {type(error).__name__}: {error}")
     finally:
-        if load is not None and load._thread is not None and load._thread.is_alive():
+        if load is not None and load.running():
             load.finish(0)
         if "down" not in results:
             results["down"] = pinpipe(env, "down", timeout_s=900, log=commands)

@@ -293,3 +293,92 @@ class LoadClient:
     def _example(self, text: str) -> None:
         if len(self.stats.examples) < 20:
             self.stats.examples.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+
+class LoadProcess:
+    """A :class:`LoadClient` in a process of its own, with the same interface.
+
+    In the soak's process the load shared one interpreter (and its GIL) with the recovery
+    polling and the status scrapes, and reached ~60-80 of 200 posts/s. The child serves the
+    calls the soak makes while it runs over a pipe; :meth:`finish` brings the client's whole
+    state (ledger, answers, stats) back. Both processes read the same monotonic clock, so the
+    child's answer times compare with the soak's fault times.
+    """
+
+    def __init__(self, base_url: str, **options) -> None:
+        import multiprocessing
+
+        self.concurrency = options.get("concurrency", 32)
+        self._lock = threading.Lock()
+        context = multiprocessing.get_context("spawn")  # no copy of the soak's threads
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve_load, args=(child, base_url, options),
+                                        name="soak-load", daemon=True)
+        self._final: LoadClient | None = None
+
+    def _call(self, method: str, *args):
+        with self._lock:
+            self._conn.send((method, args))
+            ok, value = self._conn.recv()
+        if not ok:
+            raise RuntimeError(f"the load process failed in {method}: {value}")
+        return value
+
+    def start(self) -> None:
+        self._process.start()
+        self._call("start")
+
+    def running(self) -> bool:
+        return self._final is None and self._process.is_alive()
+
+    def stop_new(self) -> None:
+        self._call("stop_new")
+
+    def answer_count(self) -> int:
+        return self._final.answer_count() if self._final else self._call("answer_count")
+
+    def first_ok_after(self, moment: float, start: int = 0) -> float | None:
+        if self._final is not None:
+            return self._final.first_ok_after(moment, start)
+        return self._call("first_ok_after", moment, start)
+
+    def finish(self, retry_s: float) -> int:
+        """As :meth:`LoadClient.finish`; afterwards ``ledger``, ``stats`` and ``by_minute`` are
+        the child's."""
+        if self._final is not None:
+            return len(self._final.pending)
+        pending, state = self._call("finish", retry_s)
+        self._final = LoadClient.__new__(LoadClient)
+        self._final.__dict__.update(state)
+        self._final._lock = threading.Lock()
+        self._conn.send(("exit", ()))
+        self._process.join(timeout=30)
+        return pending
+
+    def __getattr__(self, name: str):
+        # ledger, stats, by_minute, ...: the child's, once it has finished
+        final = self.__dict__.get("_final")
+        if final is None:
+            if name == "stats":
+                return LoadStats()  # nothing to report before the end
+            raise AttributeError(name)
+        return getattr(final, name)
+
+
+def _serve_load(conn, base_url: str, options: dict) -> None:
+    """The load process: runs a :class:`LoadClient` and answers the soak's calls."""
+    client = LoadClient(base_url, **options)
+    while True:
+        method, args = conn.recv()
+        try:
+            if method == "exit":
+                return
+            if method == "finish":
+                pending = client.finish(*args)
+                state = {k: v for k, v in client.__dict__.items()
+                         if k not in ("_thread", "_lock", "_producing", "_stopping")}
+                conn.send((True, (pending, state)))
+                continue
+            conn.send((True, getattr(client, method)(*args)))
+        except Exception as error:  # the soak reports it
+            conn.send((False, f"{type(error).__name__}: {error}"))
