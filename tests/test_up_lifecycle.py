@@ -244,3 +244,37 @@ def test_down_after_a_killed_up_stops_what_up_started_and_not_the_services_it_fo
         for pid in processes_left(data_dir):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(300)
+def test_status_asks_postgresql_itself_so_a_restarted_server_is_healthy(traversable_dir):
+    """PostgreSQL restarted under a running up gets a new pid: status says healthy (it answers),
+    with the new pid, and not healthy while it is stopped."""
+    from pinpipe.services.resolve import embedded_postgres
+
+    data_dir = traversable_dir
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")},
+           "PINPIPE_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    settings = load_settings(data_dir=data_dir)
+    try:
+        started = pinpipe(data_dir, env, "up", "--detach", "--no-stream", "--api-port", "0",
+                          "--dashboard-port", "0", "--lake-metrics-port", "0",
+                          "--stream-metrics-port", "0", timeout_s=240)  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        server = embedded_postgres(settings)
+        assert server.attach()
+        old = server.pid
+        server.stop()
+        stopped = pinpipe(data_dir, env, "status")
+        assert health(stopped.stdout)["postgres"] == "down" and stopped.returncode == 1, stopped.stdout
+        server = embedded_postgres(settings)
+        server.start()
+        assert server.pid != old
+        status = pinpipe(data_dir, env, "status")
+        assert health(status.stdout)["postgres"] == "healthy", status.stdout
+        assert str(server.pid) in status.stdout
+    finally:
+        pinpipe(data_dir, env, "down", timeout_s=120)
+        for pid in processes_left(data_dir):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

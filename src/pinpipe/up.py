@@ -864,6 +864,10 @@ def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
         if c["name"] == "broker" and row["healthy"]:  # alive is not enough: does it answer?
             row["healthy"] = broker_is_healthy(settings.broker.client_config(c["address"]), timeout=2.0)
             row["note"] = row["note"] if row["healthy"] else "not answering metadata requests"
+        if c["name"] == "postgres":  # its pid changes when it is restarted: ask it instead
+            row["healthy"], pid = _postgres_answers(settings)
+            row["pid"] = pid or row["pid"]
+            row["note"] = row["note"] if row["healthy"] else "not answering"
         if c["name"] == "stream" and row["healthy"] and c.get("metrics_url"):
             # Alive is not enough: its query must have committed a micro-batch recently.
             verdict = stream_health(c["metrics_url"])
@@ -880,6 +884,21 @@ def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
                 row["per_s"] = max(0.0, (after["records_total"] - before["records_total"]) / sample_s)
         rows.append(row)
     return rows
+
+
+def _postgres_answers(settings: Settings) -> tuple[bool, int | None]:
+    """Whether PostgreSQL answers a query, and the embedded server's current pid (None when
+    external or not running)."""
+    from pinpipe.services.postgres import postgres_is_healthy
+
+    if settings.postgres.dsn is not None:
+        return postgres_is_healthy(settings.postgres.dsn.get_secret_value(), timeout=2.0), None
+    from pinpipe.services.resolve import embedded_postgres
+
+    server = embedded_postgres(settings)
+    if not server.attach():
+        return False, None
+    return postgres_is_healthy(server.dsn, timeout=2.0), server.pid
 
 
 def print_status(settings: Settings, console: Console) -> int:
