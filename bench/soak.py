@@ -184,12 +184,12 @@ def _status_says_down(settings, name: str) -> str:
 
     for row in status_rows(settings, sample_s=0.05) or []:
         if row["name"] == name and row["healthy"] is False:
-            return f"pid {row['pid']}, the one up recorded at its start"
+            return f"pid {row['pid']}: {row['note']}"
     return ""
 
 
 def batch_runs(dsn: str) -> dict[str, int]:
-    """``pinpipe.batch_run`` rows by status (a killed run's row stays 'running')."""
+    """``pinpipe.batch_run`` rows by status."""
     import psycopg
 
     with psycopg.connect(dsn) as conn:
