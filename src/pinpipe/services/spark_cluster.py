@@ -273,6 +273,15 @@ def resolve_master(settings: Settings) -> str:
     return record.address
 
 
+def child_spark_env(settings: Settings) -> dict[str, str]:
+    """The environment that puts a child process's Spark jobs where this process's go: the
+    resolved ``spark://`` URL when the master is ``embedded`` (a ``--spark-workers`` flag is
+    not in the child's settings), else nothing (the child reads the same settings)."""
+    if settings.batch.spark_master != EMBEDDED_MASTER:
+        return {}
+    return {"PINPIPE_BATCH__SPARK_MASTER": resolve_master(settings)}
+
+
 def embedded_master_url(settings: Settings) -> str | None:
     """The running embedded cluster's ``spark://`` URL, or None."""
     record = running_master(settings)
