@@ -43,7 +43,10 @@ def write_record(run_dir: Path, record: ServiceRecord) -> None:
     path = _record_path(run_dir, record.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    document = asdict(record)
+    if not document["web_ui"]:  # only the services that have one carry the field
+        del document["web_ui"]
+    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
