@@ -1,6 +1,18 @@
-"""Scale-out of the stream job: a backlog drained by 1 and by 2 executors; prints a table.
+"""Scale-out on one machine: the stream job with 1 and 2 executors, the lake sink with 1 and 2
+instances in one consumer group; prints a table per stage.
 
-    PYTHONPATH=src .venv/bin/python bench/bench_scaling.py [--posts 100000] [--partitions 4] [--repeat 3]
+    PYTHONPATH=src .venv/bin/python bench/bench_scaling.py [--stage stream|sink] [--posts 100000]
+        [--partitions 4] [--repeat 3]
+
+``--stage sink`` (the lake sink, ``python -m pinpipe.lake``): the same kind of backlog drained by
+one sink and by two sinks in one consumer group (each its own process; the partitions split
+between them by the group's rebalance). Time runs from the first instance's partition
+assignment (the group's join and rebalance when the second arrives included: a real cost of
+scaling out) until every record is consumed (the instances' ``/metrics`` summed) and every
+instance, stopped by SIGTERM, has written its last files and exited. The ratio is against one
+instance of the same round.
+
+``--stage stream`` (default):
 
 Starts an embedded broker, PostgreSQL and a 2-worker embedded Spark cluster, fills the three
 topics (``--partitions`` each) with ``--posts`` posts (three records each, the emulator's rows
@@ -82,6 +94,77 @@ def fill(bootstrap: str, posts: int, partitions: int) -> int:
     return written
 
 
+def sink_drain(bootstrap: str, workdir: Path, instances: int, records: int, name: str,
+               timeout_s: float) -> float:
+    """Records/s of ``instances`` lake sinks in one new group draining the topics (see the docstring)."""
+    import signal
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_lake_sink import consumed
+
+    from pinpipe.services.broker import free_port
+
+    group, lake_dir = f"scaling-sink-{name}", workdir / f"sink-{name}"
+    lake_dir.mkdir()
+    ports = [free_port() for _ in range(instances)]
+    logs = [lake_dir / f"sink-{i}.log" for i in range(instances)]
+    processes = []
+    for port, log in zip(ports, logs):
+        with open(log, "wb") as out:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "pinpipe.lake", "--bootstrap", bootstrap, "--data-dir", str(lake_dir),
+                 "--topic-prefix", PREFIX, "--group", group, "--metrics-port", str(port)],
+                stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not any("assigned [(" in log.read_text(errors="replace") for log in logs):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise SystemExit("a sink did not start:\n" + logs[0].read_text(errors="replace")[-2000:])
+            time.sleep(0.05)
+        began = time.perf_counter()
+        while sum(consumed(f"http://127.0.0.1:{port}/metrics") for port in ports) < records:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise SystemExit("a sink stopped:\n" + "\n".join(log.read_text(errors="replace")[-2000:]
+                                                                for log in logs))
+            time.sleep(0.05)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            assert process.wait(timeout=120) == 0
+        seconds = time.perf_counter() - began
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    written = sum(json.loads(log.read_text().strip().splitlines()[-1])["records"] for log in logs)
+    assert written == records, (written, records)  # every record once, across the instances
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    return records / seconds
+
+
+def sink_stage(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="pinpipe-scaling-", dir="/tmp"))
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    try:
+        with EmbeddedBroker(workdir / "broker") as broker:
+            records = fill(broker.bootstrap_servers, args.posts, args.partitions)
+            print(f"backlog: {records:,} records in {args.partitions} partitions a topic")
+            for round_ in range(args.repeat):
+                for instances in (1, 2):
+                    rate = sink_drain(broker.bootstrap_servers, workdir, instances, records,
+                                      f"{round_}-{instances}", args.timeout)
+                    rates[instances].append(rate)
+                    print(f"{instances} sink(s) (round {round_ + 1}): {rate:,.0f} records/s")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    one = statistics.median(rates[1])
+    print(f"\nlake sink draining {records:,} records ({args.partitions} partitions a topic, one group)")
+    for instances, measured in rates.items():
+        print(f"{instances} instance(s): median {statistics.median(measured):,.0f} records/s "
+              f"(rounds: {' '.join(f'{r:,.0f}' for r in measured)}), x{statistics.median(measured) / one:.2f}")
+
+
 def drain(label: str, env: dict[str, str], workdir: Path, dsn: str, records: int, timeout_s: float) -> dict:
     """Run the stream job until it committed ``records``; its steady drain rate and split."""
     checkpoint = workdir / f"checkpoint-{label}"
@@ -138,12 +221,16 @@ def fresh_database(dsn: str, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", choices=("stream", "sink"), default="stream")
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--per-trigger", type=int, default=20_000, help="speed.max_offsets_per_trigger")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per drain")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; the median is shown")
     args = parser.parse_args()
+    if args.stage == "sink":
+        sink_stage(args)
+        return
     workdir = Path(tempfile.mkdtemp(prefix="pinpipe-scaling-", dir="/tmp"))
     os.chmod(workdir, 0o755)
     settings = Settings(data_dir=workdir, batch={"spark_workers": 2})
