@@ -547,11 +547,16 @@ def batch(
     except ValueError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from error
+    from pinpipe.services.errors import ServiceError
+
     settings = _settings(ctx)
     try:
         result = run_batch(settings, dates=dates, all_dates=all_dates, publish=publish, origin=origin)
     except QualityError as error:
         err_console.print(f"[red]data-quality checks failed:[/] {error}")
+        raise typer.Exit(1) from error
+    except ServiceError as error:  # e.g. batch.spark_master = 'embedded' with no cluster running
+        err_console.print(f"[red]batch failed:[/] {error}")
         raise typer.Exit(1) from error
     print_counts(result, console)
     print_answers(read_answers(settings), console)
