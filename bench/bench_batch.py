@@ -7,7 +7,13 @@
 2. The original projects' storage as the baseline: the first BASELINE posts stored one JSON file
    per event; Spark reads them (schema given) vs the same records from the raw Parquet.
 
+3. With ``--spark-workers N``: the same run again on the embedded standalone cluster of N workers
+   (started here, stopped at the end), beside the ``local[2]`` run of the same invocation, with
+   the ratio of the walls; its peak memory adds the master's and workers' process trees
+   (executor JVMs included).
+
 Usage: python bench/bench_batch.py [--posts 1000000] [--baseline 100000] [--dir /tmp/pinpipe-bench]
+       [--spark-workers 2]
 """
 
 from __future__ import annotations
@@ -100,14 +106,17 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+def run_measured(
+    command: list[str], env: dict[str, str], also: tuple[int, ...] = ()
+) -> tuple[float, int, str]:
+    """Wall, peak memory of the process tree (and of the trees of the pids ``also``), output."""
     start = time.perf_counter()
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     peak = 0
     while process.poll() is None:
-        peak = max(peak, _tree_rss(process.pid))
+        peak = max(peak, _tree_rss(process.pid) + sum(_tree_rss(pid) for pid in also))
         time.sleep(0.2)
     output = process.stdout.read() if process.stdout else ""
     if process.returncode:
@@ -149,11 +158,41 @@ def write_json_files(directory: Path, rows: list[int]) -> None:
             (target / f"{n:07d}.json").write_text(_value(tables.rows(table)[row]))
 
 
+def _on_cluster(args: argparse.Namespace, env: dict[str, str], local_wall: float) -> tuple:
+    """The same run on an embedded cluster of ``--spark-workers`` workers (started and stopped here)."""
+    from pinpipe.config import Settings
+    from pinpipe.services.spark_cluster import cluster_down, cluster_up, running_master
+    from pinpipe.services.state import read_record, record_names
+
+    settings = Settings(data_dir=args.dir, batch={"spark_workers": args.spark_workers})
+    try:
+        cluster_up(settings, [])
+        daemons = tuple(
+            read_record(settings.run_dir, name).pid
+            for name in record_names(settings.run_dir, "spark-")
+        )
+        master = running_master(settings).address
+        wall, peak, output = run_measured(
+            [sys.executable, "-c", BATCH], {**env, "PINPIPE_BATCH__SPARK_MASTER": "embedded"}, daemons
+        )
+    finally:
+        cluster_down(settings)
+    print(output[output.find("{") :] if "{" in output else output[-2000:])
+    return (
+        f"run_batch --all, {master} ({args.spark_workers} workers)",
+        f"{args.posts:,} posts / {3 * args.posts:,} records",
+        f"{wall:.1f} s (x{wall / local_wall:.2f} of local[2])",
+        f"{peak / 2**30:.2f} GiB (with the cluster)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--posts", type=int, default=1_000_000)
     parser.add_argument("--baseline", type=int, default=100_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/pinpipe-bench"))
+    parser.add_argument("--spark-workers", type=int, default=0,
+                        help="Also run on an embedded cluster of N workers (0: local[2] only).")
     args = parser.parse_args()
     shutil.rmtree(args.dir, ignore_errors=True)
     args.dir.mkdir(parents=True)
@@ -169,17 +208,21 @@ def main() -> None:
         "PINPIPE_LAKE__ROOT": str(lake),
         "PYSPARK_PYTHON": sys.executable,
     }
-    wall, peak, output = run_measured([sys.executable, "-c", BATCH], env)
+    wall, peak, output = run_measured(
+        [sys.executable, "-c", BATCH], {**env, "PINPIPE_BATCH__SPARK_MASTER": "local[2]"}
+    )
     print(output[output.find("{") :] if "{" in output else output[-2000:])
 
     results = [
         (
-            "run_batch --all",
+            "run_batch --all, local[2]",
             f"{args.posts:,} posts / {3 * args.posts:,} records",
             f"{wall:.1f} s",
             f"{peak / 2**30:.2f} GiB",
         )
     ]
+    if args.spark_workers:
+        results.append(_on_cluster(args, env, wall))
     if args.baseline:
         json_dir = args.dir / "json"
         started = time.perf_counter()

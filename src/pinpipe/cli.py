@@ -22,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-services_app = typer.Typer(help="Embedded broker and PostgreSQL: up, down, status, clean.", no_args_is_help=True)
+services_app = typer.Typer(help="Embedded broker, PostgreSQL and Spark cluster: up, down, status, clean.", no_args_is_help=True)
 source_app = typer.Typer(help="The emulated source tables: export, load into SQL.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(source_app, name="source")
@@ -55,6 +55,23 @@ ConfigOption = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="TOML config file (default: $PINPIPE_CONFIG or ./pinpipe.toml)."),
 ]
+
+
+SparkWorkersOption = Annotated[
+    Optional[int],
+    typer.Option("--spark-workers", min=0, max=16, help="Also run an embedded standalone Spark cluster of N "
+                 "workers on loopback, and run the Spark jobs on it (settings: batch.spark_workers and "
+                 "batch.spark_master = 'embedded')."),
+]
+
+
+def _spark_overrides(workers: int | None) -> dict[str, Any] | None:
+    """``--spark-workers N``: N workers, and the jobs on them (0: no cluster, jobs as configured)."""
+    if workers is None:
+        return None
+    if workers == 0:
+        return {"spark_workers": 0}
+    return {"spark_workers": workers, "spark_master": "embedded"}
 
 
 @app.callback()
@@ -105,8 +122,9 @@ def _print_statuses(statuses) -> None:
 
 
 @services_app.command("up")
-def services_up(ctx: typer.Context) -> None:
-    """Start the embedded broker and PostgreSQL in the background (those not configured external)."""
+def services_up(ctx: typer.Context, spark_workers: SparkWorkersOption = None) -> None:
+    """Start the embedded broker and PostgreSQL in the background (those not configured external),
+    and with --spark-workers N a Spark master and N workers."""
     import signal
 
     from pinpipe.services.errors import ServiceError
@@ -120,7 +138,7 @@ def services_up(ctx: typer.Context) -> None:
 
     signal.signal(signal.SIGINT, interrupt)
     try:
-        statuses = up(_settings(ctx))
+        statuses = up(_settings(ctx, batch=_spark_overrides(spark_workers)))
     except ServiceError as error:  # what this command started is stopped again
         err_console.print(f"[red]services up failed:[/] {error}")
         raise typer.Exit(1) from error
@@ -529,11 +547,16 @@ def batch(
     except ValueError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from error
+    from pinpipe.services.errors import ServiceError
+
     settings = _settings(ctx)
     try:
         result = run_batch(settings, dates=dates, all_dates=all_dates, publish=publish, origin=origin)
     except QualityError as error:
         err_console.print(f"[red]data-quality checks failed:[/] {error}")
+        raise typer.Exit(1) from error
+    except ServiceError as error:  # e.g. batch.spark_master = 'embedded' with no cluster running
+        err_console.print(f"[red]batch failed:[/] {error}")
         raise typer.Exit(1) from error
     print_counts(result, console)
     print_answers(read_answers(settings), console)
@@ -581,6 +604,7 @@ def up(
     ] = None,
     lake_metrics_port: Annotated[Optional[int], typer.Option(help="Lake sink /metrics port (0: free).")] = None,
     stream_metrics_port: Annotated[Optional[int], typer.Option(help="Stream job /metrics port (0: free).")] = None,
+    spark_workers: SparkWorkersOption = None,
 ) -> None:
     """Start the whole platform, health-checked and supervised; Ctrl-C stops it cleanly."""
     import sys
@@ -594,7 +618,8 @@ def up(
         up_overrides["stream_metrics_port"] = stream_metrics_port
     if dashboard_port is not None:
         up_overrides["dashboard"] = {"port": dashboard_port}
-    settings = _settings(ctx, ingest__port=api_port, up=up_overrides or None)
+    settings = _settings(ctx, ingest__port=api_port, up=up_overrides or None,
+                         batch=_spark_overrides(spark_workers))
     try:
         every = parse_duration(batch_every) if batch_every else None
         duration_s = parse_duration(duration) if duration else None
@@ -659,6 +684,7 @@ def demo(
     dashboard_port: Annotated[
         Optional[int], typer.Option(help="Dashboard port (default: up.dashboard.port, or a free one if that is taken).")
     ] = None,
+    spark_workers: SparkWorkersOption = None,
 ) -> None:
     """`pinpipe up` with the emulator for a bounded run, then the batch job, then a checked summary."""
     from pinpipe.demo import run_demo
@@ -669,7 +695,8 @@ def demo(
     except ValueError as error:
         err_console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from error
-    settings = _settings(ctx, up={"dashboard": {"port": dashboard_port}} if dashboard_port is not None else None)
+    settings = _settings(ctx, up={"dashboard": {"port": dashboard_port}} if dashboard_port is not None else None,
+                         batch=_spark_overrides(spark_workers))
     raise typer.Exit(run_demo(settings, rate=rate, duration_s=duration_s, console=console, batch=batch,
                               keep_running=keep_running))
 

@@ -270,9 +270,27 @@ class LakeSettings(BaseModel):
 
 
 class BatchSettings(BaseModel):
-    """The batch layer: the Spark session and the data-quality bounds of ``pinpipe batch``."""
+    """The Spark session of both jobs (batch and stream), the embedded Spark cluster, and the
+    data-quality bounds of ``pinpipe batch``."""
 
-    spark_master: str = Field("local[2]", description="local[N], spark://host:7077, yarn, ...")
+    spark_master: str = Field(
+        "local[2]",
+        description="Where both jobs run: local[N], spark://host:7077, yarn, k8s://...; 'embedded': the "
+        "standalone cluster `pinpipe services up --spark-workers N` runs on loopback. Under spark-submit "
+        "(or a Databricks job) the launcher's master wins.",
+    )
+    spark_workers: int = Field(
+        0, ge=0, le=16, description="Workers of the embedded Spark cluster `services up` / `up` / `demo` "
+        "start (0: no cluster). The CLI's --spark-workers N also sets spark_master = 'embedded'.",
+    )
+    spark_worker_cores: int = Field(
+        2, ge=1, description="Cores each embedded worker offers. Each job takes one core of every worker "
+        "(spark.cores.max = workers), so the stream and a batch run both get executors at once.",
+    )
+    spark_worker_memory: str = Field("2g", description="Memory each embedded worker offers its executors.")
+    spark_executor_memory: str = Field(
+        "768m", description="spark.executor.memory on a cluster (two executors fit one worker)."
+    )
     shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions.")
     driver_memory: str = Field("2g", description="spark.driver.memory (local mode's heap).")
     spark_conf: dict[str, str] = Field(

@@ -294,6 +294,26 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
     return passed
 
 
+def _cluster_tasks(settings: Settings, since: float, console: Console, *, batch: bool) -> bool:
+    """On the embedded Spark cluster: its master, and how many tasks each job ran on each
+    executor (from Spark's event logs); checked: every task of both jobs ran on an executor."""
+    from pinpipe.batch.spark_events import applications
+    from pinpipe.services.spark_cluster import EMBEDDED_MASTER, embedded_master_url
+
+    if settings.batch.spark_master != EMBEDDED_MASTER:
+        return True
+    master = embedded_master_url(settings)
+    apps = {app.name: app for app in applications(settings, since)}  # the latest of each name
+    wanted = ["pinpipe-stream", *(["pinpipe-batch"] if batch else [])]
+    console.print(f"Spark cluster {master}:")
+    for app in apps.values():
+        console.print(f"  {app.describe()}")
+    ran = [name for name in wanted if name in apps and sum(apps[name].tasks.values())
+           and "driver" not in apps[name].tasks and apps[name].master == master]
+    return _check(console, ran == wanted, f"the Spark jobs ran their tasks on the cluster's executors "
+                  f"({', '.join(ran) or 'none'} of {', '.join(wanted)})")
+
+
 def _compare_layers(settings: Settings, dsn: str, *, stream: bool = False) -> list[LayerComparison] | str:
     """The layers compared (the stream's Delta tables with ``stream``), or why they were not (no
     DuckDB, a remote lake)."""
@@ -377,6 +397,7 @@ def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, ra
     from pinpipe.source.generator import generate_tables
     from pinpipe.up import INTERRUPTED, LAST_RUN_FILE, UpOptions, run_up
 
+    since = time.time()  # the event logs of this run's Spark applications are newer
     fresh_broker = "broker" in started
     if fresh_broker and settings.postgres.dsn is None and settings.lake.root is None:
         _forget_earlier_run(settings, dsn, console)
@@ -424,6 +445,7 @@ def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, ra
         latency=latency, batch=batch_outcome, caught_up=caught_up, layers=layers, streams=streams,
         console=console,
     )
+    passed &= _cluster_tasks(settings, since, console, batch=batch)
     verdict = "every check passed" if passed else "[red]a check failed[/]"
     console.print(f"demo finished in {time.monotonic() - began:.0f} s: {verdict}")
     if not keep_running:

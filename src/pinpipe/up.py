@@ -185,11 +185,14 @@ def _child_env(settings: Settings, bootstrap: str, dsn: str) -> dict[str, str]:
     # Children see the resolved broker and PostgreSQL as "configured", so none of them starts
     # an embedded one of its own. The DSN holds a password: it goes to the environment of our
     # own children only, never to a log or a record.
+    from pinpipe.services.spark_cluster import child_spark_env
+
     return {
         "PINPIPE_DATA_DIR": str(settings.data_dir),
         "PINPIPE_BROKER__BOOTSTRAP_SERVERS": bootstrap,
         "PINPIPE_POSTGRES__DSN": dsn,
         "PYTHONUNBUFFERED": "1",
+        **child_spark_env(settings),  # the Spark jobs on the embedded cluster (--spark-workers)
     }
 
 

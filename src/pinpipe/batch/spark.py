@@ -22,17 +22,29 @@ COMPILE_HUGE_METHODS = "-XX:-DontCompileHugeMethods"
 def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
     """Get or create the Spark session: master from ``settings.batch``, UTC, quiet logs.
 
-    Workers run this interpreter (``PYSPARK_PYTHON``), so they see the same packages. With a
-    cluster master (``spark://...``, ``yarn``) ship pinpipe as a wheel (``--py-files``).
+    ``batch.spark_master = "embedded"`` is the embedded standalone cluster's ``spark://`` URL
+    (:func:`pinpipe.services.spark_cluster.resolve_master`). On any master but ``local``, pinpipe
+    ships itself to the executors (:mod:`pinpipe.batch.shipping`: why, and what the executors'
+    Python needs); on the embedded cluster each job also takes one core of every worker and keeps
+    a Spark event log (:mod:`pinpipe.batch.spark_events`: which executor ran how many tasks).
     """
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("the batch layer needs pyspark: pip install 'pinpipe[spark]'") from exc
 
+    from pinpipe.batch.spark_events import event_log_conf
+    from pinpipe.services.spark_cluster import embedded_master_url, resolve_master
+
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     batch = settings.batch
+    master = resolve_master(settings)
+    cluster: dict[str, str] = {}
+    if not master.startswith("local"):
+        cluster["spark.executor.memory"] = batch.spark_executor_memory
+    if master == embedded_master_url(settings):
+        cluster.update(_embedded_cluster_conf(settings))
     conf = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(batch.shuffle_partitions),
@@ -49,24 +61,47 @@ def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
         # Source options carry the broker's credentials (kafka.sasl.password, kafka.sasl.jaas.config):
         # Spark masks matching option values in plans and logs.
         "spark.sql.redaction.options.regex": "(?i)url|password|secret|jaas|token",
+        **cluster,
+        **event_log_conf(settings, master),
         **batch.spark_conf,
     }
     # Under spark-submit (or a Databricks job) the launcher owns the master: the JVM is up
     # before Python starts and hands over its gateway port.
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
-    if batch.spark_master.startswith("local") and not submitted:
-        # One machine: the driver listens on loopback only (and Spark stops warning that the
-        # hostname resolves to a loopback address).
+    if _on_this_machine(master) and not submitted:
+        # One machine (local mode, or a cluster on loopback): the driver listens on loopback
+        # only (and Spark stops warning that the hostname resolves to a loopback address).
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         conf = {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", **conf}
     builder = SparkSession.builder.appName(app_name)
     if not submitted:
-        builder = builder.master(batch.spark_master)
+        builder = builder.master(master)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if not spark.sparkContext.master.startswith("local"):
+        from pinpipe.batch.shipping import ship_pinpipe
+
+        ship_pinpipe(spark, settings)
     return spark
+
+
+def _on_this_machine(master: str) -> bool:
+    """A ``local`` master, or a cluster master on loopback (the embedded one)."""
+    return master.startswith("local") or master.startswith(("spark://127.0.0.1:", "spark://localhost:"))
+
+
+def _embedded_cluster_conf(settings: Settings) -> dict[str, str]:
+    """One core of every worker for this job (``spark.cores.max``, spread over the workers):
+    the stream job and a batch run then run side by side, each with an executor per worker;
+    without it the first application takes every core and the next one waits for it to end."""
+    from pinpipe.services.spark_cluster import alive_workers, master_state, running_master
+
+    record = running_master(settings)
+    state = master_state(record.web_ui) if record is not None else None
+    workers = max(1, len(alive_workers(state)))
+    return {"spark.cores.max": str(workers), "spark.executor.cores": "1"}
 
 
 @contextmanager

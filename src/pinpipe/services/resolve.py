@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from pinpipe.config import Settings
@@ -33,6 +32,8 @@ from pinpipe.services.postgres import (
     mask_dsn,
     postgres_is_healthy,
 )
+from pinpipe.services.spark_cluster import MASTER as SPARK_MASTER
+from pinpipe.services.spark_cluster import cluster_down, cluster_status, cluster_up
 from pinpipe.services.state import (
     ServiceRecord,
     pid_is_alive,
@@ -42,29 +43,12 @@ from pinpipe.services.state import (
     terminate_pid,
     write_record,
 )
+from pinpipe.services.status import EMBEDDED, EXTERNAL, ServiceStatus
 from pinpipe.services.topics import ensure_topics
 
 BROKER = "broker"
 BROKER_S3 = "broker-s3"
 POSTGRES = "postgres"
-EMBEDDED = "embedded"
-EXTERNAL = "external"
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """One service as shown by ``pinpipe status``; ``address`` never holds a secret."""
-
-    name: str
-    mode: str  # "embedded" | "external"
-    address: str
-    healthy: bool
-    detail: str
-    started_now: bool = False  # an embedded service this call started: the caller stops it
-    # The broker's log is new and empty (a memory-storage broker started now, or a durable log
-    # created now): the lake's raw files, the stream checkpoint and the speed tables of an
-    # earlier log no longer match its offsets. False for a durable log started again.
-    new_log: bool = False
 
 
 def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
@@ -247,7 +231,9 @@ def services_up(
     settings: Settings, event: Callable[[str, str], None] | None = None
 ) -> list[ServiceStatus]:
     """Start the detached embedded broker and PostgreSQL (unless external or already running),
-    record them in ``settings.run_dir`` and create the pipeline topics.
+    and the embedded Spark cluster with ``batch.spark_workers > 0``
+    (:mod:`pinpipe.services.spark_cluster`), record them in ``settings.run_dir`` and create the
+    pipeline topics.
 
     All or nothing: when a step fails (or Ctrl-C arrives), the services this call started are
     stopped before the error propagates (``event`` is told); those that were already running
@@ -257,7 +243,8 @@ def services_up(
     try:
         statuses = _broker_s3_up(settings, started)
         statuses.append(_broker_up(settings, started))
-        return [*statuses, _postgres_up(settings, started)]
+        statuses.append(_postgres_up(settings, started))
+        return [*statuses, *cluster_up(settings, started)]  # batch.spark_workers > 0 only
     except BaseException:
         stop_embedded(settings, started, event)
         raise
@@ -360,6 +347,9 @@ def stop_embedded(
 ) -> None:
     """Stop the embedded services ``names`` (those a ``services_up`` reported ``started_now``)."""
     tell = event or (lambda name, message: None)
+    if SPARK_MASTER in names:  # first: its jobs' executors write to PostgreSQL
+        for status in cluster_down(settings):
+            tell(status.name, "stopped")
     if POSTGRES in names:
         server = embedded_postgres(settings)
         server.stop()
@@ -390,7 +380,7 @@ def services_down(settings: Settings) -> list[ServiceStatus]:
 
     Nothing is health-checked here: every returned status has ``healthy=False``.
     """
-    statuses: list[ServiceStatus] = []
+    statuses: list[ServiceStatus] = cluster_down(settings)
     configured = settings.broker.bootstrap_servers
     if configured:
         statuses.append(
@@ -430,7 +420,8 @@ def services_down(settings: Settings) -> list[ServiceStatus]:
 
 
 def services_status(settings: Settings) -> list[ServiceStatus]:
-    """Health of the broker and PostgreSQL pinpipe would use, embedded or external."""
+    """Health of the broker and PostgreSQL pinpipe would use, embedded or external, and of the
+    embedded Spark cluster when one runs or is configured."""
     statuses: list[ServiceStatus] = []
     configured = settings.broker.bootstrap_servers
     if configured:
@@ -465,7 +456,7 @@ def services_status(settings: Settings) -> list[ServiceStatus]:
             detail = f"pid {server.pid}" + ("" if healthy else "; connection failed")
             detail += f"; {_placement(server)}"
             statuses.append(ServiceStatus(POSTGRES, EMBEDDED, server.masked_dsn, healthy, detail))
-    return statuses
+    return [*statuses, *cluster_status(settings)]
 
 
 def _broker_s3_status(settings: Settings) -> ServiceStatus:

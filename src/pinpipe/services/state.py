@@ -26,11 +26,12 @@ class ServiceRecord:
     pid: int
     address: str
     started_at: str
+    web_ui: str = ""  # a service's web page, when it has one (the Spark master and workers)
 
     @classmethod
-    def now(cls, name: str, pid: int, address: str) -> ServiceRecord:
+    def now(cls, name: str, pid: int, address: str, web_ui: str = "") -> ServiceRecord:
         """A record stamped with the current UTC time."""
-        return cls(name, pid, address, datetime.now(UTC).isoformat(timespec="seconds"))
+        return cls(name, pid, address, datetime.now(UTC).isoformat(timespec="seconds"), web_ui)
 
 
 def _record_path(run_dir: Path, name: str) -> Path:
@@ -42,7 +43,10 @@ def write_record(run_dir: Path, record: ServiceRecord) -> None:
     path = _record_path(run_dir, record.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+    document = asdict(record)
+    if not document["web_ui"]:  # only the services that have one carry the field
+        del document["web_ui"]
+    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -60,6 +64,11 @@ def read_record(run_dir: Path, name: str) -> ServiceRecord | None:
         path.unlink(missing_ok=True)
         return None
     return record
+
+
+def record_names(run_dir: Path, prefix: str) -> list[str]:
+    """Names of the records in ``run_dir`` starting with ``prefix`` (stale ones included)."""
+    return sorted(path.stem for path in Path(run_dir).glob(f"{prefix}*.json"))
 
 
 def remove_record(run_dir: Path, name: str) -> None:
@@ -142,6 +151,40 @@ def terminate_pid(pid: int, timeout: float = 10.0) -> None:
         if wait_for_exit(pid, wait):
             return
     raise TimeoutError(f"process {pid} did not exit after SIGKILL")
+
+
+def end_process_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGTERM process group ``pgid``, wait up to ``timeout`` until every member is gone
+    (zombies count as gone), then SIGKILL what is left. No error if the group is empty.
+
+    For a service whose children must not outlive it: a Spark worker's executor JVMs and
+    their Python workers are in the worker's group, and SIGKILL of the worker alone leaves them.
+    """
+
+    def alive() -> bool:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        if not Path("/proc/self").exists():  # no procfs: a zombie cannot be told apart
+            return True
+        return any(p.pgrp == pgid and p.state != "Z" for p in process_table())
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not alive():
+            _reap(pgid)
+            return
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            _reap(pgid)
+            time.sleep(0.05)
+    _reap(pgid)
 
 
 def _reap(pid: int) -> None:
