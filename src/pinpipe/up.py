@@ -36,6 +36,7 @@ from rich.table import Table as RichTable
 
 from pinpipe.broker_watch import BrokerWatch, lost_records
 from pinpipe.config import Settings
+from pinpipe.services.state import end_process_group
 from pinpipe.supervisor import Event, GaveUp, HealthTimeout, ProcessSpec, RestartPolicy, Supervisor
 
 if TYPE_CHECKING:
@@ -696,32 +697,6 @@ def _resolved_dsn(settings: Settings) -> str:
     return server.dsn
 
 
-def _end_process_group(pgid: int, timeout_s: float) -> None:
-    """SIGTERM what is left of process group ``pgid``, wait up to ``timeout_s`` until it is gone
-    (zombies count as gone), then SIGKILL it."""
-    from pinpipe.services.state import process_table
-
-    def alive() -> bool:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        if not Path("/proc/self").exists():  # no procfs: a zombie cannot be told apart
-            return True
-        return any(p.pgrp == pgid and p.state != "Z" for p in process_table())
-
-    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
-        if not alive():
-            return
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait_s
-        while alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-
 def _shutdown(run: UpRun) -> None:
     """Stop in reverse order: source, (drain), stream, dashboard, sink, API, then services."""
     console, supervisor = run.console, run.supervisor
@@ -740,7 +715,7 @@ def _shutdown(run: UpRun) -> None:
                 except subprocess.TimeoutExpired:
                     pass
             # Its Spark JVM ignores SIGINT, and outlives a driver stopped while the JVM starts.
-            _end_process_group(run.batch_process.pid, run.settings.up.stop_timeout_s)
+            end_process_group(run.batch_process.pid, run.settings.up.stop_timeout_s)
             run.batch_process.wait()
         if supervisor is not None:
             if "emulator" in supervisor.children:
@@ -984,7 +959,7 @@ def down(settings: Settings, console: Console) -> int:
     # An up killed before it could stop its children leaves them behind: stop them too.
     for component in reversed(_own_children(state)):
         console.print(f"stopping {component['name']} (pid {component['pid']})")
-        _end_process_group(int(component["pid"]), settings.up.stop_timeout_s)
+        end_process_group(int(component["pid"]), settings.up.stop_timeout_s)
     if killed:  # else up stopped the services it started itself
         stop_services(settings, state.get("started_services", []),
                       lambda name, message: console.print(f"{name} {message}"))
