@@ -1,4 +1,5 @@
-"""The chaos soak, short: three minutes of `pinpipe up` under load, one fault of each cheap kind.
+"""The chaos soak, short: three minutes of `pinpipe up` under load, one fault of each cheap kind
+and an immediate PostgreSQL restart (which the stream job rides out without a restart).
 
 ``bench/soak.py`` judges with its own reading of the lake and PostgreSQL (nothing acknowledged
 lost or duplicated, every key in the speed tables, the speed and batch layers equal, no answer
@@ -29,11 +30,12 @@ def _soak_module():
 
 def test_soak_survives_one_fault_of_each_cheap_kind() -> None:
     soak = _soak_module()
+    kinds = (*soak.fault_lib.CHEAP, "pg-restart")
     options = soak.SoakOptions(
-        minutes=3, rate=50, batch=3, fault_every_s=30, seed=16, kinds=soak.fault_lib.CHEAP,
+        minutes=3, rate=50, batch=3, fault_every_s=30, seed=16, kinds=kinds,
         pause_s=(10, 10), warmup_s=10, clean=True,
     )
     result = soak.run_soak(options)
     print(result.report)
-    assert {fault.kind for fault in result.faults} == set(soak.fault_lib.CHEAP), result.report
+    assert {fault.kind for fault in result.faults} == set(kinds), result.report
     assert result.ok, result.report
