@@ -132,6 +132,7 @@ class UpRun:
     components: list[Component] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     started_services: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)  # every service's name, started now or not
     supervisor: Supervisor | None = None
     broker_watch: BrokerWatch | None = None  # the embedded broker, restarted when it dies
     batch_process: subprocess.Popen | None = None
@@ -278,6 +279,7 @@ def _save_state(run: UpRun, phase: str) -> None:
         "started_at": run.started_at,
         "ports": run.ports,
         "started_services": run.started_services,
+        "services": run.services,
         "batch_every_s": run.options.batch_every_s,
         "components": [vars(c) for c in run.components],
     })  # fmt: skip
@@ -538,6 +540,7 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
         _save_state(run, "starting")
         console.print("[cyan]services[/] starting broker and PostgreSQL (those not configured external)")
         statuses, run.started_services = start_services(settings, run.event)
+        run.services = [status.name for status in statuses]
         for status in statuses:
             record = read_record(settings.run_dir, status.name) if status.mode == "embedded" else None
             run.components.append(Component(status.name, status.address, pid=record.pid if record else None,
@@ -912,7 +915,7 @@ def _may_start(settings: Settings, console: Console) -> bool:
 
 def _left_behind(settings: Settings) -> list[str]:
     """Components of a killed ``pinpipe up`` that still run ("api (pid 12)", ...); its services
-    (broker, PostgreSQL) are not counted: a new up uses them."""
+    are not counted: a new up uses them."""
     from pinpipe.services.state import pid_is_alive
 
     state = _recorded_state(settings)
@@ -923,10 +926,12 @@ def _left_behind(settings: Settings) -> list[str]:
 
 def _own_children(state: dict) -> list[dict]:
     """The components in up's record that up started as processes of its own and that still
-    run (the command line guards against a pid reused since): not the services."""
+    run (the command line guards against a pid reused since): not the services (broker,
+    PostgreSQL, the Spark cluster's daemons)."""
     from pinpipe.services.state import process_cmdline
 
-    return [c for c in state.get("components", []) if c["name"] not in ("broker", "postgres")
+    services = set(state.get("services", ["broker", "postgres"]))
+    return [c for c in state.get("components", []) if c["name"] not in services
             and c.get("pid") and "pinpipe" in process_cmdline(int(c["pid"]))]
 
 
