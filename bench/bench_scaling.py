@@ -1,8 +1,16 @@
 """Scale-out on one machine: the stream job with 1 and 2 executors, the lake sink with 1 and 2
-instances in one consumer group; prints a table per stage.
+instances in one consumer group, the ingest API with 1 and 2 worker processes; prints a table
+per stage.
 
-    PYTHONPATH=src .venv/bin/python bench/bench_scaling.py [--stage stream|sink] [--posts 100000]
-        [--partitions 4] [--repeat 3]
+    PYTHONPATH=src .venv/bin/python bench/bench_scaling.py [--stage stream|sink|api] [--posts 100000]
+        [--partitions 4] [--repeat 3] [--seconds 10]
+
+``--stage api``: ``pinpipe api --workers N`` (uvicorn worker processes sharing one socket)
+against an embedded broker, driven by ``bench_ingest.py``'s load generator (raw keep-alive
+HTTP/1.1 on asyncio, in this process) with single-record REST-proxy requests, each answered
+only after the broker's acknowledgement, over ``--connections`` connections for ``--seconds``;
+then 500-record batches. The ratio is against one worker of the same round. The load
+generator runs on the same two cores as the workers and the broker.
 
 ``--stage sink`` (the lake sink, ``python -m pinpipe.lake``): the same kind of backlog drained by
 one sink and by two sinks in one consumer group (each its own process; the partitions split
@@ -165,6 +173,61 @@ def sink_stage(args: argparse.Namespace) -> None:
               f"(rounds: {' '.join(f'{r:,.0f}' for r in measured)}), x{statistics.median(measured) / one:.2f}")
 
 
+def api_stage(args: argparse.Namespace) -> None:
+    import asyncio
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_ingest import build_bodies, http_request, load, wait_ready
+
+    from pinpipe.services.broker import free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="pinpipe-scaling-", dir="/tmp"))
+    single = [http_request("/topics/scaling.pin", body, "application/vnd.kafka.json.v2+json")
+              for body in build_bodies(2000, 1)]  # fmt: skip
+    batches = [http_request("/topics/scaling.pin", body, "application/vnd.kafka.json.v2+json")
+               for body in build_bodies(20, 500)]  # fmt: skip
+    runs: dict[int, list[tuple[float, float, float]]] = {1: [], 2: []}
+    try:
+        with EmbeddedBroker(workdir / "broker") as broker:
+            ensure_topics({"bootstrap.servers": broker.bootstrap_servers}, ["scaling.pin"], args.partitions)
+            for round_ in range(args.repeat):
+                for workers in (1, 2):
+                    port = free_port()
+                    env = {**os.environ, "PINPIPE_DATA_DIR": str(workdir / f"api-{round_}-{workers}"),
+                           "PINPIPE_BROKER__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                           "PINPIPE_BROKER__TOPIC_PREFIX": "scaling",
+                           "PINPIPE_INGEST__PORT": str(port), "PINPIPE_INGEST__WORKERS": str(workers)}
+                    api = subprocess.Popen([sys.executable, "-m", "pinpipe.cli", "api"], env=env,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                           start_new_session=True)  # fmt: skip
+                    try:
+                        wait_ready(f"http://127.0.0.1:{port}")
+                        one = asyncio.run(load(port, single, args.connections, args.seconds))
+                        big = asyncio.run(load(port, batches, 8, args.seconds))
+                    finally:
+                        os.killpg(api.pid, 15)
+                        api.wait(timeout=60)
+                    ok = one.statuses.get(200, 0)
+                    latencies = sorted(one.latencies)
+                    p99 = latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
+                    runs[workers].append((ok / args.seconds, big.statuses.get(200, 0) * 500 / args.seconds, p99))
+                    print(f"{workers} worker(s) (round {round_ + 1}): {ok / args.seconds:,.0f} requests/s,"
+                          f" {runs[workers][-1][1]:,.0f} records/s in 500-record batches")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    base = [statistics.median(r[i] for r in runs[1]) for i in range(3)]
+    print(f"\ningest API, {args.connections} connections, {args.seconds:g} s a step, median of {args.repeat} round(s)")
+    header = ("workers", "single-record req/s", "x 1 worker", "p99 ms (closed loop)", "records/s (500 a request)", "x 1 worker")
+    rows = [header]
+    for workers, measured in runs.items():
+        med = [statistics.median(r[i] for r in measured) for i in range(3)]
+        rows.append((str(workers), f"{med[0]:,.0f}", f"{med[0] / base[0]:.2f}", f"{med[2] * 1000:.1f}",
+                     f"{med[1]:,.0f}", f"{med[1] / base[1]:.2f}"))
+    width = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, width)))
+
+
 def drain(label: str, env: dict[str, str], workdir: Path, dsn: str, records: int, timeout_s: float) -> dict:
     """Run the stream job until it committed ``records``; its steady drain rate and split."""
     checkpoint = workdir / f"checkpoint-{label}"
@@ -221,13 +284,18 @@ def fresh_database(dsn: str, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=("stream", "sink"), default="stream")
+    parser.add_argument("--stage", choices=("stream", "sink", "api"), default="stream")
     parser.add_argument("--posts", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--per-trigger", type=int, default=20_000, help="speed.max_offsets_per_trigger")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per drain")
     parser.add_argument("--repeat", type=int, default=1, help="rounds, interleaved; the median is shown")
+    parser.add_argument("--seconds", type=float, default=10.0, help="--stage api: seconds a step")
+    parser.add_argument("--connections", type=int, default=32, help="--stage api: connections, single records")
     args = parser.parse_args()
+    if args.stage == "api":
+        api_stage(args)
+        return
     if args.stage == "sink":
         sink_stage(args)
         return
