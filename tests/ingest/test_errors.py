@@ -71,6 +71,9 @@ def test_unknown_topic_and_stream(api):
         ("/topics/u.pin", [1], "the request body must be a JSON object."),
         ("/topics/u.pin", {"records": {"value": PIN}}, "'records' must be an array of records."),
         ("/streams/s-pin/record", {"StreamName": "s-pin"}, "'Data' is required."),
+        # ignored by pinpipe, but documented as strings (schemathesis sent an integer)
+        ("/streams/s-pin/record", {"StreamName": 5, "Data": PIN}, "'StreamName' must be a string."),
+        ("/streams/s-pin/record", {"PartitionKey": [1], "Data": PIN}, "'PartitionKey' must be a string."),
         ("/streams/s-pin/records", {"records": None}, "'records' must be an array of records."),
         ("/v1/events", {"table": "pin", "value": PIN}, "The body must be a JSON array of events."),
     ],
@@ -167,3 +170,14 @@ def test_a_header_block_over_the_limit_is_431_and_under_it_is_served(api):
 
     fits = {"X-Padding": "a" * 8_000}
     assert api.client.get("/healthz", headers=fits).status_code == 200
+
+
+def test_a_put_records_entry_with_a_non_string_partition_key_is_refused_alone(api):
+    body = {"records": [{"data": PIN, "partition-key": 7}, {"data": PIN, "partition-key": "p-1"}]}
+    response = api.client.put("/streams/s-pin/records", json=body)
+    assert response.status_code == 200
+    reply = response.json()
+    first, second = reply["Records"]
+    assert reply["FailedRecordCount"] == 1
+    assert "'partition-key' must be a string" in first["ErrorMessage"]
+    assert "SequenceNumber" in second and "ErrorCode" not in second

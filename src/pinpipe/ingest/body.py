@@ -75,6 +75,14 @@ def require_object(document: Any, what: str = "the request body") -> dict[str, A
     return document
 
 
+def require_optional_text(document: dict[str, Any], *fields: str) -> None:
+    """Each of ``fields`` absent, null or a string (422 otherwise): fields pinpipe does not use
+    (Kinesis's ``StreamName``, ``PartitionKey``) are still held to the type the API documents."""
+    for field in fields:
+        if document.get(field) is not None and not isinstance(document[field], str):
+            raise IngestError(422, INVALID_REQUEST, f"'{field}' must be a string.")
+
+
 def require_record_list(document: dict[str, Any], field: str, limit: int) -> list[Any]:
     """``document[field]`` as a list of at most ``limit`` items (422 otherwise)."""
     records = document.get(field)

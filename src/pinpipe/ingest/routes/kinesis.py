@@ -26,6 +26,7 @@ from pinpipe.ingest.body import (
     read_body,
     require_media_type,
     require_object,
+    require_optional_text,
     require_record_list,
 )
 from pinpipe.ingest.deps import IngestorDep, SettingsDep
@@ -82,6 +83,9 @@ def decode_data(table: Table, data: Any) -> Incoming:
 
 def _entry(table: Table, item: Any) -> Incoming:
     if isinstance(item, dict):
+        for field in ("partition-key", "PartitionKey"):
+            if item.get(field) is not None and not isinstance(item[field], str):
+                return Incoming(table, item, error=f"record: '{field}' must be a string")
         for field in ("data", "Data"):
             if field in item:
                 return decode_data(table, item[field])
@@ -103,6 +107,7 @@ async def put_record(
     document = require_object(parse_json(await read_body(request, settings.ingest.max_body_bytes)))
     if "Data" not in document:
         raise IngestError(422, INVALID_REQUEST, "'Data' is required.")
+    require_optional_text(document, "StreamName", "PartitionKey")
     (outcome,) = await ingestor.ingest([decode_data(table, document["Data"])], SOURCE)
     if not outcome.accepted:
         raise IngestError(
