@@ -154,3 +154,37 @@ def test_the_checkpoint_tells_the_offsets_of_the_last_committed_batch(traversabl
     assert committed_offsets(str(checkpoint)) == {("p.pin", 0): 9, ("p.pin", 1): 4}
     assert committed_offsets(f"file://{checkpoint}") == {("p.pin", 0): 9, ("p.pin", 1): 4}
     assert committed_offsets("s3://bucket/ckpt") is None
+
+
+def test_a_micro_batch_already_written_is_not_read_again(spark, fresh_dsn, traversable_dir):
+    """A job killed after its batch's PostgreSQL commit and before Spark's replays the batch:
+    the handler finds it written and does not evaluate it (this one raises if evaluated). A
+    batch not yet written is read (and here raises)."""
+    import json
+
+    from pinpipe.serve.schema import apply_migrations
+    from pinpipe.speed.job import MicroBatchHandler
+
+    apply_migrations(fresh_dsn)
+    checkpoint = traversable_dir / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "metadata").write_text(json.dumps({"id": "query-1"}))
+    query(fresh_dsn, "INSERT INTO pinpipe.stream_batch (query_id, batch_id, records) "
+                     "VALUES ('query-1', 7, 3) RETURNING 1")
+    handler = MicroBatchHandler(speed_settings("written"), fresh_dsn, str(checkpoint))
+    poisoned = spark.range(1).selectExpr("raise_error('the batch was read') AS value")
+    try:
+        handler(poisoned, 7)  # written: not read
+        with pytest.raises(Exception, match="the batch was read"):
+            handler(poisoned, 8)
+    finally:
+        handler.close()
+    # With the Delta output on, a batch PostgreSQL has but the Delta tables lack is read again.
+    with_delta = MicroBatchHandler(speed_settings("written", lake=str(traversable_dir / "lake")),
+                                   fresh_dsn, str(checkpoint))
+    try:
+        with pytest.raises(Exception, match="the batch was read"):
+            with_delta(poisoned, 7)
+    finally:
+        with_delta.close()
+    assert query(fresh_dsn, "SELECT batch_id FROM pinpipe.stream_batch") == [{"batch_id": 7}]

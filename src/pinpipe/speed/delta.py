@@ -217,6 +217,16 @@ class DeltaWriter:
                 )  # fmt: skip
         return self._tables[table]
 
+    def has_batch(self, query_id: str, batch_id: int) -> bool:
+        """Every table's transaction for ``query_id`` is at ``batch_id`` or later (a table that
+        had no rows in that batch is not: the caller then reads the batch, to be sure)."""
+        for table in Table:
+            target = self.table(table, create=False)
+            done = target.transaction_version(query_id) if target is not None else None
+            if done is None or batch_id > done:
+                return False
+        return True
+
     def write(self, query_id: str, batch_id: int, clean: dict[Table, pa.Table]) -> DeltaOutcome:
         """Append each table's rows of batch ``batch_id`` once, then any upkeep that is due.
 

@@ -127,6 +127,20 @@ class PostgresWriter:
             self._staging_ready = False
         return self._conn
 
+    def has_batch(self, query_id: str, batch_id: int) -> bool:
+        """Batch ``batch_id`` of the query is already written (False when PostgreSQL does not
+        answer: :meth:`write` then waits for it and finds out)."""
+        try:
+            row = self._connection().execute(
+                sql.SQL("SELECT 1 FROM {} WHERE query_id = %s AND batch_id = %s").format(
+                    sql.Identifier(self.schema, "stream_batch")),
+                (query_id, batch_id),
+            ).fetchone()
+        except psycopg.Error:
+            self.close()
+            return False
+        return row is not None
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
