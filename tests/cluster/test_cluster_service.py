@@ -50,3 +50,23 @@ def test_embedded_master_resolves_to_the_running_cluster(spark_cluster, traversa
         resolve_master(cluster_settings(traversable_dir))
     status = cluster_status(cluster_settings(traversable_dir))
     assert [(s.name, s.healthy, s.detail) for s in status] == [(MASTER, False, "not running")]
+
+
+def test_a_lost_worker_is_reported_until_services_up_starts_it_again(spark_cluster):
+    """A worker SIGKILLed (a lost machine) loses its record; status still counts it: the master
+    is not healthy and the worker is listed as gone, on every call, until it is restarted."""
+    from tests.cluster.conftest import kill_worker, restore_workers, wait_until
+
+    pid = kill_worker(spark_cluster, "spark-worker-2")
+    try:
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+                   30, "the worker gone")
+        for _ in range(2):  # the first call forgets the stale record; the second must still know
+            statuses = {s.name: s for s in cluster_status(spark_cluster)}
+            assert not statuses[MASTER].healthy and "1 of 2 workers registered" in statuses[MASTER].detail
+            assert not statuses["spark-worker-2"].healthy
+            assert "its process is gone" in statuses["spark-worker-2"].detail
+            assert statuses["spark-worker-1"].healthy
+    finally:
+        restore_workers(spark_cluster)
+    assert all(s.healthy for s in cluster_status(spark_cluster))

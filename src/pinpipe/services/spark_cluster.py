@@ -46,6 +46,7 @@ from pinpipe.services.status import EMBEDDED, ServiceStatus
 HOST = "127.0.0.1"
 MASTER = "spark-master"
 WORKER = "spark-worker-"  # + its index, from 1
+WANTED_FILE = "spark-cluster.json"  # in the run dir: how many workers the cluster was started with
 EMBEDDED_MASTER = "embedded"  # the batch.spark_master value that means this cluster
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -309,6 +310,7 @@ def cluster_up(settings: Settings, started: list[str], timeout: float = 90.0) ->
     else:  # adopt the running master: new workers register with it
         port, ui = record.address.rsplit(":", 1)[1], record.web_ui.rsplit(":", 1)[1]
         cluster.master.port, cluster.master.web_ui_port = int(port), int(ui)
+    _write_wanted(settings, wanted)
     workers = _worker_records(settings)
     indexes = {int(r.name.removeprefix(WORKER)) for r in workers}
     for index in range(1, wanted + 1):
@@ -342,7 +344,25 @@ def cluster_down(settings: Settings) -> list[ServiceStatus]:
     elif settings.batch.spark_workers:
         statuses.insert(0, ServiceStatus(MASTER, EMBEDDED, "", False, "not running"))
     remove_record(settings.run_dir, MASTER)
+    _wanted_path(settings).unlink(missing_ok=True)
     return statuses
+
+
+def _wanted_path(settings: Settings) -> Path:
+    return settings.run_dir / WANTED_FILE
+
+
+def _write_wanted(settings: Settings, workers: int) -> None:
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    _wanted_path(settings).write_text(json.dumps({"workers": workers}), encoding="utf-8")
+
+
+def _wanted(settings: Settings) -> int:
+    """How many workers the running cluster was started with (0 if unknown)."""
+    try:
+        return int(json.loads(_wanted_path(settings).read_text(encoding="utf-8"))["workers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def cluster_status(settings: Settings, started_now: bool = False) -> list[ServiceStatus]:
@@ -357,10 +377,15 @@ def cluster_status(settings: Settings, started_now: bool = False) -> list[Servic
     alive = alive_workers(state)
     workers = _worker_records(settings)
     registered = sum(1 for w in workers if w.address in alive)
+    # A worker whose process is gone (killed, out of memory) has lost its record, not its place:
+    # the cluster was started with this many, and is not healthy until services up restarts it.
+    present = {w.name for w in workers}
+    lost = [f"{WORKER}{i}" for i in range(1, _wanted(settings) + 1) if f"{WORKER}{i}" not in present]
+    expected = len(workers) + len(lost)
     apps = ", ".join(app.get("name", "?") for app in (state or {}).get("activeapps", [])) or "none"
-    healthy = state is not None and state.get("status") == "ALIVE" and registered == len(workers)
+    healthy = state is not None and state.get("status") == "ALIVE" and registered == expected
     detail = (f"{'started (pid' if started_now else '(pid'} {master.pid}); web UI {master.web_ui}; "
-              f"{registered} of {len(workers)} workers registered; running apps: {apps}")  # fmt: skip
+              f"{registered} of {expected} workers registered; running apps: {apps}")  # fmt: skip
     if state is None:
         detail += "; no answer from its web UI"
     statuses = [ServiceStatus(MASTER, EMBEDDED, master.address, healthy, detail, started_now=started_now)]
@@ -368,4 +393,7 @@ def cluster_status(settings: Settings, started_now: bool = False) -> list[Servic
         ok = worker.address in alive and pid_is_alive(worker.pid)
         detail = f"pid {worker.pid}; web UI {worker.web_ui}; " + ("registered" if ok else "not registered")
         statuses.append(ServiceStatus(worker.name, EMBEDDED, worker.address, ok, detail))
+    for name in lost:
+        statuses.append(ServiceStatus(name, EMBEDDED, "", False, "its process is gone; `pinpipe "
+                                      "services up --spark-workers N` starts it again"))  # fmt: skip
     return statuses
