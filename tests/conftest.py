@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,17 @@ def checkout_env(**extra: str) -> dict[str, str]:
     nothing there and the process would import the pinpipe installed in the venv)."""
     path = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float, what: str, interval: float = 0.2) -> object:
+    """Poll ``condition`` until it returns something true (returned); fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def make_traversable_dir(prefix: str = "pinpipe-test-") -> Path:

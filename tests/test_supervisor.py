@@ -12,6 +12,7 @@ import pytest
 
 from pinpipe.services.state import pid_is_alive
 from pinpipe.supervisor import GaveUp, ProcessSpec, RestartPolicy, Supervisor
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -22,13 +23,7 @@ STUBBORN = [sys.executable, "-c",
 
 
 def until(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
+    return wait_until(condition, timeout_s, what, interval=0.02)
 
 
 def test_restarts_a_killed_child_with_backoff_then_gives_up(tmp_path):

@@ -13,8 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from pinpipe.services.spark_cluster import (
     master_state,
 )
 from pinpipe.services.state import process_table, read_record, record_names
-from tests.conftest import make_traversable_dir
+from tests.conftest import make_traversable_dir, wait_until
 from tests.speed.conftest import fresh_dsn, produce, topic_prefix  # noqa: F401  (fixtures)
 
 WORKERS = 2
@@ -55,17 +54,6 @@ def spark_cluster() -> Iterator[Settings]:
     # Stopping the cluster ends every process of its groups: no executor JVM or Python worker left.
     left = [p for p in process_table() if p.pgrp in groups and p.state != "Z"]
     assert not left, f"processes left by the Spark cluster: {left}"
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    """Poll ``condition`` until it returns something true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def job_env(settings: Settings, **extra: str) -> dict[str, str]:
