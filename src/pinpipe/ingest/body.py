@@ -75,12 +75,19 @@ def require_object(document: Any, what: str = "the request body") -> dict[str, A
     return document
 
 
+def non_text_field(document: dict[str, Any], *fields: str) -> str | None:
+    """The first of ``fields`` that is present, not null and not a string (None: all fine).
+    Fields pinpipe does not use (Kinesis's ``StreamName``, ``PartitionKey``) are still held to
+    the type the API documents."""
+    return next((field for field in fields
+                 if document.get(field) is not None and not isinstance(document[field], str)), None)
+
+
 def require_optional_text(document: dict[str, Any], *fields: str) -> None:
-    """Each of ``fields`` absent, null or a string (422 otherwise): fields pinpipe does not use
-    (Kinesis's ``StreamName``, ``PartitionKey``) are still held to the type the API documents."""
-    for field in fields:
-        if document.get(field) is not None and not isinstance(document[field], str):
-            raise IngestError(422, INVALID_REQUEST, f"'{field}' must be a string.")
+    """Each of ``fields`` absent, null or a string (422 otherwise: :func:`non_text_field`)."""
+    field = non_text_field(document, *fields)
+    if field is not None:
+        raise IngestError(422, INVALID_REQUEST, f"'{field}' must be a string.")
 
 
 def require_record_list(document: dict[str, Any], field: str, limit: int) -> list[Any]:

@@ -22,6 +22,7 @@ from pinpipe.events import Table
 from pinpipe.ingest.auth import require_api_key
 from pinpipe.ingest.body import (
     JSON,
+    non_text_field,
     parse_json,
     read_body,
     require_media_type,
@@ -83,9 +84,9 @@ def decode_data(table: Table, data: Any) -> Incoming:
 
 def _entry(table: Table, item: Any) -> Incoming:
     if isinstance(item, dict):
-        for field in ("partition-key", "PartitionKey"):
-            if item.get(field) is not None and not isinstance(item[field], str):
-                return Incoming(table, item, error=f"record: '{field}' must be a string")
+        bad = non_text_field(item, "partition-key", "PartitionKey")
+        if bad is not None:
+            return Incoming(table, item, error=f"record: '{bad}' must be a string")
         for field in ("data", "Data"):
             if field in item:
                 return decode_data(table, item[field])
