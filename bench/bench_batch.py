@@ -135,7 +135,7 @@ print(result.to_json())
 BASELINE = """
 import sys, time
 from pinpipe.config import load_settings
-from pinpipe.batch.spark import get_spark
+from pinpipe.spark.session import get_spark
 from pinpipe.events import Table, spark_schema
 spark = get_spark(load_settings())
 json_dir, raw_dir = sys.argv[1], sys.argv[2]

@@ -149,7 +149,7 @@ def measure(storage: str, args) -> dict[str, object]:
 
 def _pids(bootstrap: str, workdir: Path) -> tuple[int, int | None]:
     """The broker's pid (by its listener) and the S3 server's (by its objects folder), if any."""
-    from pinpipe.services.state import process_cmdline, process_table
+    from pinpipe.processes import process_cmdline, process_table
 
     broker = s3 = None
     for entry in process_table():

@@ -43,11 +43,11 @@ from bench_writer import TOPICS, batch_tables  # noqa: E402
 
 from pinpipe.config import Settings  # noqa: E402
 from pinpipe.events import Table  # noqa: E402
-from pinpipe.serve.schema import apply_migrations  # noqa: E402
 from pinpipe.services.resolve import postgres_dsn  # noqa: E402
 from pinpipe.source.generator import generate_tables  # noqa: E402
 from pinpipe.speed.delta import DeltaWriter  # noqa: E402
 from pinpipe.speed.writer import PostgresWriter  # noqa: E402
+from pinpipe.store.schema import apply_migrations  # noqa: E402
 
 
 def quantiles(seconds: list[float]) -> tuple[float, float]:

@@ -39,10 +39,10 @@ from psycopg.conninfo import make_conninfo
 
 from pinpipe.config import Settings
 from pinpipe.events import Table
-from pinpipe.serve.schema import apply_migrations
 from pinpipe.services.resolve import postgres_dsn
 from pinpipe.source.generator import generate_tables
 from pinpipe.speed.writer import PostgresWriter
+from pinpipe.store.schema import apply_migrations
 
 TOPICS = {table: f"bench.{table.value}" for table in Table}
 

@@ -105,8 +105,8 @@ def pg_dsn() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def spark() -> Iterator[object]:
     """One local Spark session (local[2], UTC, quiet) for the whole run, batch and speed alike."""
-    from pinpipe.batch.spark import get_spark
     from pinpipe.config import Settings
+    from pinpipe.spark.session import get_spark
 
     settings = Settings(batch={"spark_master": "local[2]", "shuffle_partitions": 2, "driver_memory": "1g"})
     session = get_spark(settings, app_name="pinpipe-tests")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pinpipe.services.state import pid_is_alive, process_cmdline, process_table
+from pinpipe.processes import pid_is_alive, process_cmdline, process_table
 from tests.test_demo import demo_env, processes_of
 
 pytestmark = pytest.mark.integration

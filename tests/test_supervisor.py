@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from pinpipe.services.state import pid_is_alive
-from pinpipe.supervisor import GaveUp, ProcessSpec, RestartPolicy, Supervisor
+from pinpipe.platform.supervisor import GaveUp, ProcessSpec, RestartPolicy, Supervisor
+from pinpipe.processes import pid_is_alive
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

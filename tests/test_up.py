@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinpipe.config import load_settings
+from pinpipe.processes import pid_is_alive
 from pinpipe.services.postgres import EmbeddedPostgres
-from pinpipe.services.state import pid_is_alive
 from tests.speed.conftest import TEST_WARMUP_ROWS
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from pinpipe.config import load_settings
+from pinpipe.processes import pid_is_alive
 from pinpipe.services.resolve import postgres_dsn
-from pinpipe.services.state import pid_is_alive
 from tests.speed.conftest import TEST_WARMUP_ROWS
 from tests.test_up import lake_values, read_state, until
 
@@ -172,8 +172,8 @@ def test_detached_up_runs_the_batch_on_schedule_and_goes_down_leaving_no_process
 
 
 def test_up_on_a_new_broker_archives_and_empties_the_speed_tables(traversable_dir):
-    from pinpipe.serve.schema import apply_migrations
     from pinpipe.services.postgres import EmbeddedPostgres
+    from pinpipe.store.schema import apply_migrations
 
     data_dir = traversable_dir
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PINPIPE_")}, "PINPIPE_DATA_DIR": str(data_dir)}

@@ -66,7 +66,7 @@ def read_lake(lake_root: Path) -> LakeContents:
 def speed_keys(dsn: str) -> dict[str, set[str]]:
     import psycopg
 
-    from pinpipe.serve.schema import SPEED_TABLES
+    from pinpipe.store.schema import SPEED_TABLES
 
     with psycopg.connect(dsn) as conn:
         return {

@@ -609,7 +609,8 @@ def up(
     """Start the whole platform, health-checked and supervised; Ctrl-C stops it cleanly."""
     import sys
 
-    from pinpipe.up import UpOptions, detach as run_detached, parse_duration, run_up
+    from pinpipe.platform.up import UpOptions, parse_duration, run_up
+    from pinpipe.platform.up import detach as run_detached
 
     up_overrides: dict[str, Any] = {}
     if lake_metrics_port is not None:
@@ -636,7 +637,7 @@ def up(
 @app.command()
 def status(ctx: typer.Context) -> None:
     """Health, consumer lag and throughput of each component of a running `pinpipe up`."""
-    from pinpipe.up import print_status
+    from pinpipe.platform.up import print_status
 
     raise typer.Exit(print_status(_settings(ctx), console))
 
@@ -644,7 +645,7 @@ def status(ctx: typer.Context) -> None:
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop a `pinpipe up` running in the background (it stops its components in reverse order)."""
-    from pinpipe.up import down as stop
+    from pinpipe.platform.up import down as stop
 
     raise typer.Exit(stop(_settings(ctx), console))
 
@@ -687,8 +688,8 @@ def demo(
     spark_workers: SparkWorkersOption = None,
 ) -> None:
     """`pinpipe up` with the emulator for a bounded run, then the batch job, then a checked summary."""
-    from pinpipe.demo import run_demo
-    from pinpipe.up import parse_duration
+    from pinpipe.platform.demo import run_demo
+    from pinpipe.platform.up import parse_duration
 
     try:
         duration_s = parse_duration(duration)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from pinpipe.batch.runs import recorded_run, run_summary
+from pinpipe.batch.recording import recorded_run
 from pinpipe.config import Settings
+from pinpipe.store.runs import run_summary
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +37,10 @@ def test_a_run_whose_process_was_killed_is_failed_when_the_next_one_starts(fresh
     import subprocess
     import sys
 
-    from pinpipe.batch.runs import start_run
+    from pinpipe.store.runs import start_run
     from tests.conftest import checkout_env
 
-    code = ("import sys, time; from pinpipe.batch.runs import start_run; "
+    code = ("import sys, time; from pinpipe.store.runs import start_run; "
             "print(start_run(sys.argv[1], None, origin=sys.argv[2]), flush=True); time.sleep(120)")
     killed = {}
     for origin in ("airflow", "up"):  # the second start would fail the first, killed "up"

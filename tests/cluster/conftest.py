@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pinpipe.config import Settings
+from pinpipe.processes import process_table
 from pinpipe.services.spark_cluster import (
     WORKER,
     alive_workers,
@@ -26,7 +27,7 @@ from pinpipe.services.spark_cluster import (
     cluster_up,
     master_state,
 )
-from pinpipe.services.state import process_table, read_record, record_names
+from pinpipe.services.state import read_record, record_names
 from tests.conftest import make_traversable_dir, wait_until
 from tests.speed.conftest import fresh_dsn, produce, topic_prefix  # noqa: F401  (fixtures)
 

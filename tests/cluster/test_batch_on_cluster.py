@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinpipe.batch.answers import ANSWERS
-from pinpipe.batch.spark_events import applications
 from pinpipe.events import Table
+from pinpipe.spark.event_log import applications
 from tests.batch.lakes import write_generated_lake
 from tests.batch.reference import reference_answers
 from tests.cluster.conftest import job_env, kill_worker, restore_workers, start, wait_until

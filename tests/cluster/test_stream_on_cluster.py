@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pinpipe.batch.spark_events import applications
 from pinpipe.events import Table
+from pinpipe.spark.event_log import applications
 from tests.cluster.conftest import (
     job_env,
     kill_worker,

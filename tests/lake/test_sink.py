@@ -11,7 +11,6 @@ import pytest
 
 from pinpipe.lake import SinkStopped, list_partitions, run_sink, verify_lake
 from pinpipe.lake.layout import parse_file_name
-
 from tests.lake.conftest import raw_files, read_lake, wait_for
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,6 @@ from confluent_kafka import Message, TopicPartition
 
 from pinpipe.config import load_settings
 from pinpipe.lake.sink import LakeSink
-
 from tests.lake.conftest import raw_files
 
 MIDNIGHT = int(datetime(2024, 1, 2, tzinfo=timezone.utc).timestamp() * 1000)  # 2024-01-02 00:00

@@ -16,14 +16,14 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pinpipe.batch.runs import recorded_run
+from pinpipe.batch.recording import recorded_run
 from pinpipe.config import Settings
+from pinpipe.events import ANSWER_NAMES
 from pinpipe.serve.dashboard import create_dashboard
 from pinpipe.serve.dashboard.metrics import BatchRunMetrics
 from pinpipe.serve.dashboard.scrape import RateTracker, histogram_quantile
-from pinpipe.events import ANSWER_NAMES
-from pinpipe.serve.dashboard.store import ReadOnlyStore
-from pinpipe.serve.schema import apply_migrations
+from pinpipe.store.reads import ReadOnlyStore
+from pinpipe.store.schema import apply_migrations
 from tests.ingest.conftest import make_settings, running_api, running_server
 from tests.ingest.rows import PIN
 

@@ -12,7 +12,7 @@ import pytest
 from pinpipe.config import Settings
 from pinpipe.events import Table
 from pinpipe.serve.reconcile import compare_layers, compare_table
-from pinpipe.serve.schema import apply_migrations
+from pinpipe.store.schema import apply_migrations
 
 UTC = timezone.utc
 JOINED = datetime(2016, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pinpipe.serve.schema import MigrationError, apply_migrations, migrations, schema_version
+from pinpipe.store.schema import MigrationError, apply_migrations, migrations, schema_version
 
 pytestmark = pytest.mark.integration
 

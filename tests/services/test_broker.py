@@ -6,6 +6,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from pinpipe.processes import pid_is_alive
 from pinpipe.services.broker import (
     BrokerStartError,
     EmbeddedBroker,
@@ -13,7 +14,6 @@ from pinpipe.services.broker import (
     broker_is_healthy,
     free_port,
 )
-from pinpipe.services.state import pid_is_alive
 from pinpipe.services.topics import describe_topics, ensure_topics
 
 pytestmark = pytest.mark.integration

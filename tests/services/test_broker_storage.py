@@ -15,10 +15,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pinpipe.config import load_settings
+from pinpipe.processes import pid_is_alive, process_cmdline, process_table
 from pinpipe.services import resolve
 from pinpipe.services.broker import EmbeddedBroker, cluster_id, free_port
 from pinpipe.services.broker_s3 import BrokerS3Server, load_credentials
-from pinpipe.services.state import pid_is_alive, process_cmdline, process_table, read_record
+from pinpipe.services.state import read_record
 
 pytestmark = pytest.mark.integration
 

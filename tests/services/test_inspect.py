@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 import pinpipe
 from pinpipe.cli import app
+from pinpipe.processes import process_cmdline
 from pinpipe.services.inspect import (
     INSPECT_GROUP,
     GroupPartitionLag,
@@ -33,7 +34,7 @@ from pinpipe.services.inspect import (
     list_partitions,
     overview,
 )
-from pinpipe.services.state import ServiceRecord, process_cmdline, write_record
+from pinpipe.services.state import ServiceRecord, write_record
 from pinpipe.services.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

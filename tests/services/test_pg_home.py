@@ -14,10 +14,10 @@ import psycopg
 import pytest
 
 from pinpipe.config import load_settings
+from pinpipe.processes import pid_is_alive
 from pinpipe.services import postgres as postgres_module
 from pinpipe.services import resolve
 from pinpipe.services.postgres import DataDirNotAccessible, EmbeddedPostgres, postgres_bin_dir
-from pinpipe.services.state import pid_is_alive
 
 pytestmark = [
     pytest.mark.integration,

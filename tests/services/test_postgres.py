@@ -6,13 +6,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from pinpipe.processes import pid_is_alive, process_cmdline, process_table
 from pinpipe.services.postgres import (
     EmbeddedPostgres,
     PostgresStartError,
     mask_dsn,
     postgres_is_healthy,
 )
-from pinpipe.services.state import pid_is_alive, process_cmdline, process_table
 
 
 def _uid_of(pid: int) -> int:

@@ -6,15 +6,10 @@ import pytest
 
 from pinpipe.config import load_settings
 from pinpipe.events import all_topics
+from pinpipe.processes import pid_is_alive, process_cmdline
 from pinpipe.services import resolve
 from pinpipe.services.postgres import postgres_is_healthy
-from pinpipe.services.state import (
-    ServiceRecord,
-    pid_is_alive,
-    process_cmdline,
-    read_record,
-    write_record,
-)
+from pinpipe.services.state import ServiceRecord, read_record, write_record
 from pinpipe.services.topics import describe_topics
 
 pytestmark = pytest.mark.integration

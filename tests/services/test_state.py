@@ -3,15 +3,12 @@ import subprocess
 import sys
 import time
 
+from pinpipe.processes import end_process_group, pid_is_alive, process_table, terminate_pid
 from pinpipe.services.state import (
     ServiceRecord,
-    end_process_group,
-    pid_is_alive,
-    process_table,
     read_record,
     record_names,
     remove_record,
-    terminate_pid,
     write_record,
 )
 

@@ -185,7 +185,7 @@ def test_sql_sees_the_stream_tables_and_they_equal_postgres(tmp_path, fresh_dsn)
     import psycopg
 
     from pinpipe.lakesql import run_sql
-    from pinpipe.serve.schema import apply_migrations
+    from pinpipe.store.schema import apply_migrations
 
     settings = lake_settings(tmp_path / "lake")
     writer = DeltaWriter.from_settings(settings)

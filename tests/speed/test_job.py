@@ -162,8 +162,8 @@ def test_a_micro_batch_already_written_is_not_read_again(spark, fresh_dsn, trave
     batch not yet written is read (and here raises)."""
     import json
 
-    from pinpipe.serve.schema import apply_migrations
     from pinpipe.speed.job import MicroBatchHandler
+    from pinpipe.store.schema import apply_migrations
 
     apply_migrations(fresh_dsn)
     checkpoint = traversable_dir / "ckpt"

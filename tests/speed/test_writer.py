@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from pinpipe.events import Table
-from pinpipe.serve.schema import apply_migrations
 from pinpipe.speed.writer import PostgresWriter
+from pinpipe.store.schema import apply_migrations
 from tests.speed.pg import query
 
 pytestmark = pytest.mark.integration

@@ -315,16 +315,16 @@ def run_batch(
     Raises :class:`QualityError` (after writing the report, before publishing) when a
     data-quality check fails. Re-running the same dates gives the same lake and tables.
     The run is recorded in ``pinpipe.batch_run`` with ``origin`` (who started it:
-    :data:`pinpipe.batch.runs.ORIGINS`).
+    :data:`pinpipe.store.runs.ORIGINS`).
     """
     if all_dates == (dates is not None):
         raise ValueError("give either dates or all_dates=True")
-    from pinpipe.batch.runs import recorded_run
+    from pinpipe.batch.recording import recorded_run
 
     # pinpipe.batch_run: success, or failed with the error
     with recorded_run(settings, dates, origin):
         if spark is None:
-            from pinpipe.batch.spark import get_spark
+            from pinpipe.spark.session import get_spark
 
             spark = get_spark(settings, app_name="pinpipe-batch")
         tables = [clean_table(settings, table, dates, spark=spark) for table in Table]

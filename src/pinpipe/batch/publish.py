@@ -56,7 +56,7 @@ def write_answers(dsn: str, answers: dict[str, pa.Table]) -> dict[str, int]:
 
 def publish_answers(settings: Settings, answers: dict[str, pa.Table]) -> dict[str, int]:
     """:func:`write_answers` to the PostgreSQL of ``settings`` (embedded or configured)."""
-    from pinpipe.serve.schema import apply_migrations
+    from pinpipe.store.schema import apply_migrations
 
     with postgres_dsn(settings) as dsn:
         apply_migrations(dsn)  # the answer tables are part of the one versioned schema

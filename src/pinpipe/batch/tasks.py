@@ -6,7 +6,7 @@ partitions or replaces the answers. A failed quality check raises :class:`Qualit
 
 The orchestrator's run is one batch run in ``pinpipe.batch_run`` (origin ``airflow``), as a
 ``pinpipe batch`` run is: :func:`record_start` before the first step, :func:`record_outcome`
-after the last, whatever happened in between (:mod:`pinpipe.batch.runs`).
+after the last, whatever happened in between (:mod:`pinpipe.store.runs`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def interval_flushed(
 def clean_day(table: str, day: date) -> dict:
     """Clean one table's raw partition ``dt=day``; returns its :class:`TableCounts` as a dict."""
     from pinpipe.batch.job import clean_table
-    from pinpipe.batch.spark import get_spark
+    from pinpipe.spark.session import get_spark
 
     settings = load_settings()
     counts = clean_table(settings, Table(table), [day], spark=get_spark(settings))
@@ -47,7 +47,7 @@ def clean_day(table: str, day: date) -> dict:
 def answer_all() -> list[dict]:
     """Recompute the nine answers over the clean layer; returns their row counts."""
     from pinpipe.batch.job import build_answers
-    from pinpipe.batch.spark import get_spark
+    from pinpipe.spark.session import get_spark
 
     settings = load_settings()
     return [asdict(a) for a in build_answers(settings, spark=get_spark(settings))]
@@ -57,7 +57,7 @@ def check_day(counts: list[dict], answers: list[dict], day: date) -> dict:
     """Run the quality checks of a day's run; raises QualityError when one fails."""
     from pinpipe.batch.job import AnswerCounts, check_quality, read_counts
     from pinpipe.batch.quality import QualityError
-    from pinpipe.batch.spark import get_spark
+    from pinpipe.spark.session import get_spark
 
     settings = load_settings()
     report = check_quality(
@@ -85,7 +85,8 @@ def record_start(day: date, orchestrator_run_id: str) -> int | None:
     """Record the start of the orchestrator's run of ``day``; returns its ``batch_run`` id (None
     if it could not be recorded). Starting the same run again (a retry, a cleared run) restarts
     its row rather than adding one."""
-    from pinpipe.batch.runs import AIRFLOW, start_recorded
+    from pinpipe.batch.recording import start_recorded
+    from pinpipe.store.runs import AIRFLOW
 
     return start_recorded(load_settings(), [day], AIRFLOW, orchestrator_run_id)
 
@@ -93,7 +94,7 @@ def record_start(day: date, orchestrator_run_id: str) -> int | None:
 def record_outcome(run_id: int | None, task_states: dict[str, str | None]) -> str | None:
     """Record the outcome of the run begun by :func:`record_start`, from its tasks' states
     (task id -> state): success, or failed naming the failed tasks. Returns the error recorded."""
-    from pinpipe.batch.runs import finish_recorded
+    from pinpipe.batch.recording import finish_recorded
 
     failed = sorted(task for task, state in task_states.items() if state in FAILED_STATES)
     error = f"failed tasks: {', '.join(failed)}" if failed else None

@@ -1,2 +1,2 @@
-"""Serving: the PostgreSQL schema shared by the speed and batch layers (:mod:`.schema`), the
-comparison of the two layers (:mod:`.reconcile`) and the dashboard."""
+"""Serving: the dashboard (it reads :mod:`pinpipe.store` and is told its metric URLs) and the
+comparison of the speed and batch layers (:mod:`.reconcile`)."""

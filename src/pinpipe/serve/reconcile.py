@@ -114,7 +114,7 @@ def _compare(settings: Settings, dsn: str, lake_name: str, query, views: dict[Ta
     import psycopg
 
     from pinpipe.lakesql import connect
-    from pinpipe.serve.schema import SPEED_TABLES
+    from pinpipe.store.schema import SPEED_TABLES
 
     lake = connect(settings)
     try:

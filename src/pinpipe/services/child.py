@@ -6,7 +6,7 @@ import subprocess
 from types import TracebackType
 from typing import Self
 
-from pinpipe.services.state import pid_is_alive, terminate_pid
+from pinpipe.processes import pid_is_alive, terminate_pid
 
 
 class ChildService:

@@ -29,10 +29,10 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
+from pinpipe.processes import pid_is_alive, process_cmdline, wait_for_exit
 from pinpipe.services import pg_home
 from pinpipe.services.broker import free_port
 from pinpipe.services.errors import ServiceError
-from pinpipe.services.state import pid_is_alive, process_cmdline, wait_for_exit
 
 HOST = "127.0.0.1"
 SUPERUSER = "pinpipe"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pinpipe.config import Settings
 from pinpipe.events import all_topics
+from pinpipe.processes import pid_is_alive, process_cmdline, terminate_pid
 from pinpipe.services.broker import EmbeddedBroker, broker_is_healthy, new_cluster_id
 from pinpipe.services.broker_s3 import MODULE as BROKER_S3_MODULE
 from pinpipe.services.broker_s3 import (
@@ -34,15 +35,7 @@ from pinpipe.services.postgres import (
 )
 from pinpipe.services.spark_cluster import MASTER as SPARK_MASTER
 from pinpipe.services.spark_cluster import cluster_down, cluster_status, cluster_up
-from pinpipe.services.state import (
-    ServiceRecord,
-    pid_is_alive,
-    process_cmdline,
-    read_record,
-    remove_record,
-    terminate_pid,
-    write_record,
-)
+from pinpipe.services.state import ServiceRecord, read_record, remove_record, write_record
 from pinpipe.services.status import EMBEDDED, EXTERNAL, ServiceStatus
 from pinpipe.services.topics import ensure_topics
 
@@ -218,7 +211,7 @@ def reader_dsn(settings: Settings, dsn: str) -> str | None:
         return settings.postgres.reader_dsn.get_secret_value()
     if settings.postgres.dsn is not None:
         return None
-    from pinpipe.serve.schema import READER_LOGIN, ensure_reader_login
+    from pinpipe.store.schema import READER_LOGIN, ensure_reader_login
 
     server = embedded_postgres(settings)
     if not server.attach():

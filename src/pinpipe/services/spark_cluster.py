@@ -28,14 +28,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pinpipe.config import Settings
+from pinpipe.processes import end_process_group, pid_is_alive, process_cmdline
 from pinpipe.services.broker import free_port
 from pinpipe.services.child import ChildService
 from pinpipe.services.errors import ServiceError
 from pinpipe.services.state import (
     ServiceRecord,
-    end_process_group,
-    pid_is_alive,
-    process_cmdline,
     read_record,
     record_names,
     remove_record,

@@ -362,8 +362,8 @@ def start_stream(
     metrics: StreamMetrics | None = None,
 ) -> tuple[StreamingQuery, MicroBatchHandler]:
     """Migrate the schema and start the query; the caller stops the query and closes the handler."""
-    from pinpipe.serve.schema import apply_migrations
     from pinpipe.speed.checkpoint import committed_offsets
+    from pinpipe.store.schema import apply_migrations
 
     apply_migrations(dsn)
     checkpoint = checkpoint_location(settings, checkpoint_dir)
@@ -413,7 +413,7 @@ def run_stream(
     :func:`~pinpipe.services.resolve.postgres_dsn`. Stopping between batches is clean; a kill
     at any moment is safe too (the next run replays the unfinished batch exactly once).
     """
-    from pinpipe.batch.spark import get_spark
+    from pinpipe.spark.session import get_spark
 
     metrics = None
     if metrics_port is not None:

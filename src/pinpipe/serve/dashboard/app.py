@@ -28,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from pinpipe.config import Settings
 from pinpipe.serve.dashboard.metrics import CONTENT_TYPE, BatchRunMetrics
 from pinpipe.serve.dashboard.scrape import RateTracker, scrape, summarize
-from pinpipe.serve.dashboard.store import ReadOnlyStore
+from pinpipe.store.reads import ReadOnlyStore
 
 STATIC = "pinpipe.serve.dashboard"
 

@@ -1,7 +1,7 @@
 """The dashboard's own ``/metrics``: the batch job's runs, read from PostgreSQL at scrape time.
 
 The batch job runs and exits, so it records each run in ``pinpipe.batch_run``
-(:mod:`pinpipe.batch.runs`) and this collector exports the table: runs from ``pinpipe batch``,
+(:mod:`pinpipe.store.runs`) and this collector exports the table: runs from ``pinpipe batch``,
 ``pinpipe up --batch-every`` and Airflow all count. Both ``status`` values are exported from
 the start (0 included), so ``increase()`` sees the first failure.
 """
@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pinpipe.batch.runs import STATUSES
+from pinpipe.store.runs import STATUSES
 
 log = logging.getLogger(__name__)
 

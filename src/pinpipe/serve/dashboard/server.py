@@ -10,7 +10,7 @@ COMPONENTS = ("ingest", "lake-sink", "stream")
 def default_metrics_urls(settings: Settings) -> dict[str, str]:
     """Where each component's ``/metrics`` is: ``up.dashboard.metrics_urls``, else the ports of
     a running ``pinpipe up`` (recorded in the run dir), else the default ports."""
-    from pinpipe.up import recorded_ports
+    from pinpipe.platform.up import recorded_ports
 
     ingest_host = "127.0.0.1" if settings.ingest.host in ("0.0.0.0", "::") else settings.ingest.host
     ports = {

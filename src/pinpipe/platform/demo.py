@@ -2,7 +2,7 @@
 
 Starts (or reuses) the broker and PostgreSQL and loads the source tables into PostgreSQL, which
 the emulator reads back (the original projects' RDS role). Then it runs `pinpipe up`
-(:func:`pinpipe.up.run_up`) with the emulator for a bounded time: the real processes (API, lake
+(:func:`pinpipe.platform.up.run_up`) with the emulator for a bounded time: the real processes (API, lake
 sink, stream job, dashboard), drained and stopped cleanly at the end. Then the batch job, then
 the summary, checked: Kafka holds every record the API accepted, the lake holds every Kafka
 record exactly once, PostgreSQL holds every key, the stream's Delta tables hold every record
@@ -81,7 +81,7 @@ def speed_rows(dsn: str) -> dict[Table, int]:
     """Rows in the speed layer's tables."""
     import psycopg
 
-    from pinpipe.serve.schema import SPEED_TABLES
+    from pinpipe.store.schema import SPEED_TABLES
 
     with psycopg.connect(dsn) as conn:
         return {table: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
@@ -114,7 +114,7 @@ def stream_latency(dsn: str) -> tuple[float, float] | None:
     """p50 and p99 seconds from the broker's append (the API's acknowledgement) to the row's upsert."""
     import psycopg
 
-    from pinpipe.serve.schema import SPEED_TABLES
+    from pinpipe.store.schema import SPEED_TABLES
 
     union = " UNION ALL ".join(
         f"SELECT extract(epoch FROM updated_at - broker_timestamp) AS s FROM {name}" for name in SPEED_TABLES.values()
@@ -136,8 +136,8 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
     import psycopg
 
     from pinpipe.lake import lake_root
-    from pinpipe.serve.schema import SPEED_STATE_TABLES, apply_migrations
     from pinpipe.speed.job import checkpoint_location
+    from pinpipe.store.schema import SPEED_STATE_TABLES, apply_migrations
 
     shutil.rmtree(lake_root(settings), ignore_errors=True)
     shutil.rmtree(checkpoint_location(settings), ignore_errors=True)
@@ -150,7 +150,7 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
 def _dashboard_port(settings: Settings) -> int:
     """The configured dashboard port when it is free, else a free one (a busy 8080 must not stop
     the demo). Chosen once, so that ``keep_running`` serves the dashboard at the same address."""
-    from pinpipe.up import free_port
+    from pinpipe.platform.up import free_port
 
     dashboard = settings.up.dashboard
     if dashboard.port:
@@ -191,7 +191,7 @@ def _lake_records(settings: Settings) -> dict[str, int]:
 def _run_batch(settings: Settings, console: Console) -> tuple[BatchResult | None, str]:
     """The batch job over the whole lake, in this process; the result, or None and why."""
     from pinpipe.batch import QualityError, run_batch
-    from pinpipe.batch.spark import spark_session
+    from pinpipe.spark.session import spark_session
 
     console.print("[cyan]batch[/] starting: Spark cleans the lake, answers the questions, checks quality, publishes")
     # The session (and its JVM) ends with the step: not needed while `keep_running` runs.
@@ -297,8 +297,8 @@ def _print_summary(settings: Settings, *, last_run: dict, held: dict[Table, int]
 def _cluster_tasks(settings: Settings, since: float, console: Console, *, batch: bool) -> bool:
     """On the embedded Spark cluster: its master, and how many tasks each job ran on each
     executor (from Spark's event logs); checked: every task of both jobs ran on an executor."""
-    from pinpipe.batch.spark_events import applications
     from pinpipe.services.spark_cluster import EMBEDDED_MASTER, embedded_master_url
+    from pinpipe.spark.event_log import applications
 
     if settings.batch.spark_master != EMBEDDED_MASTER:
         return True
@@ -328,8 +328,14 @@ def _compare_layers(settings: Settings, dsn: str, *, stream: bool = False) -> li
 def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Console, batch: bool = True,
              keep_running: bool = False) -> int:
     """Run the demo; returns the exit code (0 when every record is where it should be)."""
+    from pinpipe.platform.up import (
+        INTERRUPTED,
+        read_state,
+        report_failure,
+        start_services,
+        stop_services,
+    )
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
-    from pinpipe.up import INTERRUPTED, read_state, report_failure, start_services, stop_services
 
     began = time.monotonic()
 
@@ -393,9 +399,9 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
 def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, rate: float, duration_s: float,
          console: Console, batch: bool, keep_running: bool, began: float) -> int:
     """The demo once the services run: source tables, bounded `pinpipe up`, read-back, batch, summary."""
+    from pinpipe.platform.up import INTERRUPTED, LAST_RUN_FILE, UpOptions, run_up
     from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables
     from pinpipe.source.generator import generate_tables
-    from pinpipe.up import INTERRUPTED, LAST_RUN_FILE, UpOptions, run_up
 
     since = time.time()  # the event logs of this run's Spark applications are newer
     fresh_broker = "broker" in started

@@ -42,9 +42,10 @@ class BrokerWatch:
     def tick(self) -> int | None:
         """Check (at most every ``CHECK_EVERY_S``); restart a dead broker. Returns the new pid
         when it was restarted, else None."""
+        from pinpipe.processes import pid_is_alive
         from pinpipe.services.errors import ServiceError
         from pinpipe.services.resolve import restart_embedded_broker
-        from pinpipe.services.state import pid_is_alive, read_record
+        from pinpipe.services.state import read_record
 
         now = time.monotonic()
         if now < self.next_check:

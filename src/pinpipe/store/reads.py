@@ -15,9 +15,9 @@ from typing import Any
 
 import psycopg
 
-from pinpipe.batch.runs import latest_runs, run_summary
 from pinpipe.events import ANSWER_NAMES
-from pinpipe.serve.schema import SPEED_TABLES
+from pinpipe.store.runs import latest_runs, run_summary
+from pinpipe.store.schema import SPEED_TABLES
 
 ROW_TABLES = {table.value: name for table, name in SPEED_TABLES.items()} | {"dead_letter": "pinpipe.dead_letter"}
 MAX_ANSWER_ROWS = 200

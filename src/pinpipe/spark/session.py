@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pinpipe.config import Settings
-from pinpipe.services.state import process_table, terminate_pid
+from pinpipe.processes import process_table, terminate_pid
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -24,17 +24,17 @@ def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
 
     ``batch.spark_master = "embedded"`` is the embedded standalone cluster's ``spark://`` URL
     (:func:`pinpipe.services.spark_cluster.resolve_master`). On any master but ``local``, pinpipe
-    ships itself to the executors (:mod:`pinpipe.batch.shipping`: why, and what the executors'
+    ships itself to the executors (:mod:`pinpipe.spark.shipping`: why, and what the executors'
     Python needs); on the embedded cluster each job also takes one core of every worker and keeps
-    a Spark event log (:mod:`pinpipe.batch.spark_events`: which executor ran how many tasks).
+    a Spark event log (:mod:`pinpipe.spark.event_log`: which executor ran how many tasks).
     """
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError("the batch layer needs pyspark: pip install 'pinpipe[spark]'") from exc
 
-    from pinpipe.batch.spark_events import event_log_conf
     from pinpipe.services.spark_cluster import embedded_master_url, resolve_master
+    from pinpipe.spark.event_log import event_log_conf
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
@@ -81,7 +81,7 @@ def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     if not spark.sparkContext.master.startswith("local"):
-        from pinpipe.batch.shipping import ship_pinpipe
+        from pinpipe.spark.shipping import ship_pinpipe
 
         ship_pinpipe(spark, settings)
     return spark

@@ -4,7 +4,7 @@
 PostgreSQL (:func:`pinpipe.services.resolve.services_up`), the schema migrations, the ingest
 API, the lake sink, the stream job, the dashboard, optionally the emulator; it runs the batch
 job every ``--batch-every`` (or leaves it to Airflow), supervises the processes
-(:mod:`pinpipe.supervisor`) and the embedded broker (:mod:`pinpipe.broker_watch`) and, on Ctrl-C or SIGTERM (or when ``--duration`` is up), stops
+(:mod:`pinpipe.platform.supervisor`) and the embedded broker (:mod:`pinpipe.platform.broker_watch`) and, on Ctrl-C or SIGTERM (or when ``--duration`` is up), stops
 everything in reverse order. Before stopping the consumers it lets them drain what the API
 accepted (a memory-storage broker keeps nothing across restarts), and it records the final figures
 (the API's, and the emulator's when it finished its bounded run) in ``<run_dir>/up-last-run.json``.
@@ -34,10 +34,17 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pinpipe.broker_watch import BrokerWatch, lost_records
 from pinpipe.config import Settings
-from pinpipe.services.state import end_process_group
-from pinpipe.supervisor import Event, GaveUp, HealthTimeout, ProcessSpec, RestartPolicy, Supervisor
+from pinpipe.platform.broker_watch import BrokerWatch, lost_records
+from pinpipe.platform.supervisor import (
+    Event,
+    GaveUp,
+    HealthTimeout,
+    ProcessSpec,
+    RestartPolicy,
+    Supervisor,
+)
+from pinpipe.processes import end_process_group
 
 if TYPE_CHECKING:
     from pinpipe.services.resolve import ServiceStatus
@@ -62,7 +69,7 @@ def _write_json(path: Path, document: dict) -> None:
 
 def read_state(settings: Settings) -> dict | None:
     """The record of a running ``pinpipe up`` (None if none, or if its process is gone)."""
-    from pinpipe.services.state import pid_is_alive
+    from pinpipe.processes import pid_is_alive
 
     state = _recorded_state(settings)
     if state is None or not pid_is_alive(int(state.get("pid", 0))):
@@ -325,7 +332,7 @@ def _batch_tick(run: UpRun, env: dict[str, str]) -> None:
 def _fail_abandoned_runs(run: UpRun) -> None:
     import psycopg
 
-    from pinpipe.batch.runs import fail_abandoned_runs
+    from pinpipe.store.runs import fail_abandoned_runs
 
     try:
         with psycopg.connect(run.dsn, autocommit=True, connect_timeout=5) as conn:
@@ -523,9 +530,9 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
 
     Returns the exit code: 0 after a clean stop, 1 if a component failed to start or gave up.
     """
-    from pinpipe.serve.schema import apply_migrations
     from pinpipe.services.resolve import reader_dsn
     from pinpipe.services.state import read_record
+    from pinpipe.store.schema import apply_migrations
 
     if not _may_start(settings, console):
         return 1
@@ -668,8 +675,8 @@ def _archive_stale_state(run: UpRun) -> None:
     raw files, the stream checkpoint and the speed tables of an earlier broker would clash with
     the new log. They are moved to ``<data_dir>/archive/<time>/`` (the speed tables as CSV
     files in ``speed/``, then emptied), never deleted."""
-    from pinpipe.serve.schema import archive_speed_state
     from pinpipe.speed.job import checkpoint_location
+    from pinpipe.store.schema import archive_speed_state
 
     settings = run.settings
     stale = []
@@ -822,9 +829,9 @@ def detach(argv: list[str], settings: Settings, console: Console, timeout_s: flo
 
 def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
     """Health, lag and throughput of each component of the running ``up`` (None if none)."""
+    from pinpipe.processes import pid_is_alive
     from pinpipe.serve.dashboard.scrape import http_ok, scrape, summarize
     from pinpipe.services.broker import broker_is_healthy
-    from pinpipe.services.state import pid_is_alive
     from pinpipe.speed.health import stream_health
 
     state = read_state(settings)
@@ -916,7 +923,7 @@ def _may_start(settings: Settings, console: Console) -> bool:
 def _left_behind(settings: Settings) -> list[str]:
     """Components of a killed ``pinpipe up`` that still run ("api (pid 12)", ...); its services
     are not counted: a new up uses them."""
-    from pinpipe.services.state import pid_is_alive
+    from pinpipe.processes import pid_is_alive
 
     state = _recorded_state(settings)
     if state is None or pid_is_alive(int(state.get("pid", 0))):
@@ -928,7 +935,7 @@ def _own_children(state: dict) -> list[dict]:
     """The components in up's record that up started as processes of its own and that still
     run (the command line guards against a pid reused since): not the services (broker,
     PostgreSQL, the Spark cluster's daemons)."""
-    from pinpipe.services.state import process_cmdline
+    from pinpipe.processes import process_cmdline
 
     services = set(state.get("services", ["broker", "postgres"]))
     return [c for c in state.get("components", []) if c["name"] not in services
@@ -942,7 +949,7 @@ def down(settings: Settings, console: Console) -> int:
     those itself, from up's record, and only those. A broker or PostgreSQL that was running
     before up (``pinpipe services up``, or an earlier run) is someone else's and stays.
     """
-    from pinpipe.services.state import pid_is_alive, terminate_pid
+    from pinpipe.processes import pid_is_alive, terminate_pid
 
     state = _recorded_state(settings)
     if state is None:

@@ -1,6 +1,6 @@
 """The PostgreSQL schema ``pinpipe``, created and migrated by pinpipe itself.
 
-Migrations are the versioned SQL files in ``pinpipe/serve/migrations`` (``NNNN_name.sql``),
+Migrations are the versioned SQL files in ``pinpipe/store/migrations`` (``NNNN_name.sql``),
 applied in version order, each in its own transaction, recorded in
 ``pinpipe.schema_migrations`` with a checksum. :func:`apply_migrations` is idempotent and safe
 to call from several processes at once (an advisory lock serialises them): the stream job and
@@ -54,7 +54,7 @@ class Migration:
 def migrations() -> list[Migration]:
     """The migration files shipped with pinpipe, in version order."""
     found = []
-    for entry in resources.files("pinpipe.serve.migrations").iterdir():
+    for entry in resources.files("pinpipe.store.migrations").iterdir():
         match = _NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
