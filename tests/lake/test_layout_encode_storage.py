@@ -58,4 +58,4 @@ def test_storage_errors_say_whether_retrying_helps(tmp_path) -> None:
     storage = LakeStorage.from_settings(settings)
     with pytest.raises(Exception) as caught:
         storage.write_atomic("raw/pin/x.parquet", b"data")
-    assert caught.value.retriable is False
+    assert caught.value.transient is False

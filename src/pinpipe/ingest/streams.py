@@ -242,7 +242,7 @@ class StreamAdmin:
     requests that passed :func:`pipeline_table` / :func:`creation`.
 
     Broker trouble raises :class:`~pinpipe.services.topics.TopicError` or
-    :class:`~pinpipe.services.inspect.InspectError` (``retriable`` when trying again may help);
+    :class:`~pinpipe.services.inspect.InspectError` (``transient`` when trying again may help);
     what Kinesis would refuse raises :class:`KinesisError`.
     """
 

@@ -704,7 +704,7 @@ class LakeSink:
             try:
                 return action()
             except StorageError as exc:
-                if not exc.retriable:
+                if not exc.transient:
                     self.metrics.errors.labels("storage").inc()
                     raise SinkStopped(f"terminal storage error, nothing committed past it: {exc}") from exc
                 if time.monotonic() + delay > deadline:

@@ -202,4 +202,4 @@ def classify(exc: OSError, doing: str) -> StorageError:
         or exc.errno in _TERMINAL_ERRNOS
         or any(marker in text for marker in _TERMINAL_S3)
     )
-    return StorageError(f"{doing} failed: {text}", retriable=not terminal)
+    return StorageError(f"{doing} failed: {text}", transient=not terminal)

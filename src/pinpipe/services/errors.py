@@ -4,6 +4,8 @@ Commands that start services catch :class:`ServiceError` to say in one line what
 stop what they started; anything else is a bug and keeps its traceback.
 """
 
+from pinpipe.errors import PinpipeError
 
-class ServiceError(RuntimeError):
+
+class ServiceError(PinpipeError):
     """An embedded or configured service could not be started, reached or used."""

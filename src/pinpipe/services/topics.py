@@ -9,12 +9,11 @@ class TopicError(ServiceError):
     """A topic could not be created, deleted or listed; the message names the topic and the
     broker's error.
 
-    ``retriable`` says whether trying again may help (the broker said so, or it timed out).
+    ``transient`` says whether trying again may help (the broker said so, or it timed out).
     """
 
-    def __init__(self, message: str, retriable: bool = False) -> None:
-        super().__init__(message)
-        self.retriable = retriable
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message, transient=transient)
 
 
 def _admin(client_config: dict):
@@ -30,7 +29,7 @@ def describe_topics(client_config: dict, timeout: float = 5.0) -> dict[str, int]
     try:
         metadata = _admin(client_config).list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise TopicError(f"could not list topics: {exc}", retriable=True) from exc
+        raise TopicError(f"could not list topics: {exc}", transient=True) from exc
     return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
 
 
@@ -70,10 +69,10 @@ def ensure_topics(
             if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 result[topic] = "exists"
                 continue
-            retriable = isinstance(error, KafkaError) and error.retriable()
-            raise TopicError(f"could not create topic {topic!r}: {exc}", retriable) from exc
+            transient = isinstance(error, KafkaError) and error.retriable()
+            raise TopicError(f"could not create topic {topic!r}: {exc}", transient) from exc
         except TimeoutError as exc:
-            raise TopicError(f"creating topic {topic!r} timed out", retriable=True) from exc
+            raise TopicError(f"creating topic {topic!r} timed out", transient=True) from exc
     return {topic: result[topic] for topic in topics}
 
 
@@ -101,8 +100,8 @@ def delete_topics(client_config: dict, topics: list[str], timeout: float = 15.0)
             if isinstance(error, KafkaError) and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 result[topic] = "missing"
                 continue
-            retriable = isinstance(error, KafkaError) and error.retriable()
-            raise TopicError(f"could not delete topic {topic!r}: {exc}", retriable) from exc
+            transient = isinstance(error, KafkaError) and error.retriable()
+            raise TopicError(f"could not delete topic {topic!r}: {exc}", transient) from exc
         except TimeoutError as exc:
-            raise TopicError(f"deleting topic {topic!r} timed out", retriable=True) from exc
+            raise TopicError(f"deleting topic {topic!r} timed out", transient=True) from exc
     return {topic: result[topic] for topic in wanted}

@@ -100,7 +100,7 @@ async def _on_broker(
         raise unavailable from None
     except (TopicError, InspectError) as exc:
         logger.warning("stream management: %s", exc)
-        if exc.retriable:
+        if exc.transient:
             raise unavailable from None
         raise KinesisError(502, "InternalFailure", f"The broker refused: {exc}") from None
 

@@ -20,12 +20,11 @@ PartitionKey = tuple[str, int]
 class InspectError(ServiceError):
     """The broker could not answer what was asked; the message says what and where.
 
-    ``retriable`` says whether trying again may help (a timeout, an unreachable broker).
+    ``transient`` says whether trying again may help (a timeout, an unreachable broker).
     """
 
-    def __init__(self, message: str, retriable: bool = False) -> None:
-        super().__init__(message)
-        self.retriable = retriable
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message, transient=transient)
 
 
 class UnknownTopicError(InspectError):
@@ -59,7 +58,7 @@ def list_partitions(client_config: dict, timeout_s: float = 10.0) -> dict[str, l
     """Every topic the broker holds, with its partition numbers (sorted).
 
     Asks for all topics at once: naming a topic in the request would create it on Tansu.
-    Raises :class:`InspectError` (retriable) when the broker does not answer.
+    Raises :class:`InspectError` (transient) when the broker does not answer.
     """
     return partitions_known_to(admin_client(client_config), client_config, timeout_s)
 
@@ -157,7 +156,7 @@ def partition_starts(
             starts[(tp.topic, tp.partition)] = max(int(future.result().offset), 0)
         except KafkaException as exc:
             raise InspectError(
-                f"no start offset for {tp.topic}[{tp.partition}]: {kafka_reason(exc)}", retriable=True
+                f"no start offset for {tp.topic}[{tp.partition}]: {kafka_reason(exc)}", transient=True
             ) from exc
     return starts
 
@@ -188,7 +187,7 @@ def first_record_times(
         except KafkaException as exc:
             raise InspectError(
                 f"no first record time for {tp.topic}[{tp.partition}]: {kafka_reason(exc)}",
-                retriable=True,
+                transient=True,
             ) from exc
         times[(tp.topic, tp.partition)] = answer.timestamp if answer.timestamp >= 0 else None
     return times

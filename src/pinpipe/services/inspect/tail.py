@@ -165,7 +165,7 @@ class Tail:
             if missing:
                 raise InspectError(
                     f"no end offset for {self.topic} partitions {missing}: the broker did not "
-                    "answer a fetch in time", retriable=True,
+                    "answer a fetch in time", transient=True,
                 )  # fmt: skip
             self.start_offsets = {p: ends[(self.topic, p)] for p in partitions}
         else:
@@ -197,7 +197,7 @@ class Tail:
                 waiting = sorted(set(self.partitions) - at_end)
                 raise InspectError(
                     f"no answer for {self.topic} partitions {waiting} in {self.timeout_s:g} s",
-                    retriable=True,
+                    transient=True,
                 )
             for message in messages:
                 error = message.error()
