@@ -657,7 +657,9 @@ def dashboard(
     port: Annotated[Optional[int], typer.Option(help="Port (settings: up.dashboard.port).")] = None,
 ) -> None:
     """Serve the dashboard (read-only): live ingest, lag, stream, real-time metrics, answers, quality."""
+    from pinpipe.platform.up import recorded_ports
     from pinpipe.serve.dashboard import serve_dashboard
+    from pinpipe.serve.dashboard.server import default_metrics_urls
     from pinpipe.services.resolve import postgres_dsn, reader_dsn
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
@@ -668,7 +670,7 @@ def dashboard(
             err_console.print("[yellow]the dashboard logs in as postgres.dsn's role[/] (read-only sessions only);"
                               " set postgres.reader_dsn to a login granted pinpipe_readonly")
         try:
-            serve_dashboard(settings, reader or dsn)
+            serve_dashboard(settings, reader or dsn, default_metrics_urls(settings, recorded_ports(settings)))
         except KeyboardInterrupt:
             pass
 

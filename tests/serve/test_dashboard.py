@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pinpipe.batch.recording import recorded_run
-from pinpipe.config import Settings
+from pinpipe.config import Settings, load_settings
 from pinpipe.events import ANSWER_NAMES
 from pinpipe.serve.dashboard import create_dashboard
 from pinpipe.serve.dashboard.metrics import BatchRunMetrics
@@ -262,3 +262,20 @@ def test_page_shows_live_figures_and_answers_in_chromium(fresh_dsn, traversable_
             driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
         finally:
             driver.quit()
+
+
+def test_the_dashboard_is_told_its_metric_urls_by_its_caller():
+    """Settings' URLs win over the ports a running up recorded, which win over the defaults."""
+    from pinpipe.serve.dashboard.server import default_metrics_urls
+
+    settings = load_settings(ingest={"host": "0.0.0.0", "port": 8101},
+                             up={"lake_metrics_port": 9101, "stream_metrics_port": 9102,
+                                 "dashboard": {"metrics_urls": {"stream": "http://10.0.0.9:1/metrics"}}})
+    assert default_metrics_urls(settings, {}) == {
+        "ingest": "http://127.0.0.1:8101/metrics",
+        "lake-sink": "http://127.0.0.1:9101/metrics",
+        "stream": "http://10.0.0.9:1/metrics",
+    }
+    assert default_metrics_urls(settings, {"ingest": 8200, "lake-sink": 9200})["lake-sink"] == (
+        "http://127.0.0.1:9200/metrics")
+    assert default_metrics_urls(settings, {"ingest": 8200})["ingest"] == "http://127.0.0.1:8200/metrics"

@@ -1,4 +1,8 @@
-"""Serving the dashboard: ``pinpipe dashboard`` and ``pinpipe up`` call :func:`serve_dashboard`."""
+"""Serving the dashboard: ``pinpipe dashboard`` and ``pinpipe up`` call :func:`serve_dashboard`.
+
+The dashboard is told where each component's ``/metrics`` is; it never asks ``pinpipe up``
+(the platform above it) itself.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,29 @@ from pinpipe.config import Settings
 COMPONENTS = ("ingest", "lake-sink", "stream")
 
 
-def default_metrics_urls(settings: Settings) -> dict[str, str]:
-    """Where each component's ``/metrics`` is: ``up.dashboard.metrics_urls``, else the ports of
-    a running ``pinpipe up`` (recorded in the run dir), else the default ports."""
-    from pinpipe.platform.up import recorded_ports
-
+def default_metrics_urls(settings: Settings, running_ports: dict[str, int]) -> dict[str, str]:
+    """Where each component's ``/metrics`` is: ``up.dashboard.metrics_urls``, else the ports
+    given in ``running_ports`` (those a running ``pinpipe up`` recorded), else the settings'
+    ports."""
     ingest_host = "127.0.0.1" if settings.ingest.host in ("0.0.0.0", "::") else settings.ingest.host
     ports = {
         "ingest": settings.ingest.port,
         "lake-sink": settings.up.lake_metrics_port,
         "stream": settings.up.stream_metrics_port,
-    } | recorded_ports(settings)
+    } | running_ports
     hosts = {"ingest": ingest_host}
     urls = {name: f"http://{hosts.get(name, '127.0.0.1')}:{ports[name]}/metrics" for name in COMPONENTS}
     return urls | settings.up.dashboard.metrics_urls
 
 
-def serve_dashboard(settings: Settings, dsn: str, urls: dict[str, str] | None = None) -> None:
+def serve_dashboard(settings: Settings, dsn: str, urls: dict[str, str]) -> None:
     """Serve the dashboard on ``up.dashboard.host:port`` until interrupted (SIGINT/SIGTERM)."""
     import uvicorn
 
     from pinpipe.serve.dashboard.app import create_dashboard
 
     dashboard = settings.up.dashboard
-    app = create_dashboard(settings, dsn, urls if urls is not None else default_metrics_urls(settings))
+    app = create_dashboard(settings, dsn, urls)
     uvicorn.Server(
         uvicorn.Config(app, host=dashboard.host, port=dashboard.port, log_level="warning",
                        access_log=False, server_header=False)
