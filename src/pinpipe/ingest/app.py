@@ -16,7 +16,6 @@ from fastapi import FastAPI
 
 from pinpipe import __version__
 from pinpipe.config import Settings
-from pinpipe.events import all_topics
 from pinpipe.ingest.errors import install_error_handlers
 from pinpipe.ingest.limits import HeaderLimitMiddleware
 from pinpipe.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
@@ -84,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.ingestor = Ingestor(
             publisher, settings.broker.topic_prefix, ingest.max_record_bytes, metrics
         )
-        await asyncio.to_thread(_ensure_topics, settings, client_config)
+        await asyncio.to_thread(_ensure_topics, settings, bootstrap)
         try:
             yield
         finally:
@@ -113,18 +112,12 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _ensure_topics(settings: Settings, client_config: dict) -> None:
+def _ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create the topics if missing. A broker that is down now is not fatal: the API starts,
     answers 503 and /readyz says why, and recovers when the broker is back."""
-    from pinpipe.services.topics import TopicError, ensure_topics
+    from pinpipe.services.topics import TopicError, ensure_pipeline_topics
 
     try:
-        ensure_topics(
-            client_config,
-            all_topics(settings.broker.topic_prefix),
-            settings.broker.partitions,
-            settings.broker.replication_factor,
-            timeout=5.0,
-        )
+        ensure_pipeline_topics(settings, bootstrap, timeout=5.0)
     except TopicError as exc:
         logger.warning("could not make sure the topics exist: %s", exc)

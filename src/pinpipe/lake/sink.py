@@ -790,12 +790,10 @@ class LakeSink:
 
 def ensure_pipeline_topics(settings: Settings, bootstrap: str) -> None:
     """Create the pipeline's topics if missing (best effort: subscribing works without)."""
-    from pinpipe.services.topics import TopicError, ensure_topics
+    from pinpipe.services.topics import TopicError, ensure_pipeline_topics
 
-    broker = settings.broker
     try:
-        ensure_topics(broker.client_config(bootstrap), all_topics(broker.topic_prefix),
-                      broker.partitions, broker.replication_factor)  # fmt: skip
+        ensure_pipeline_topics(settings, bootstrap)
     except TopicError as exc:
         log.warning("lake sink: could not ensure topics (%s); subscribing anyway", exc)
 

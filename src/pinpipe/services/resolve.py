@@ -15,7 +15,6 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from pinpipe.config import Settings
-from pinpipe.events import all_topics
 from pinpipe.processes import pid_is_alive, process_cmdline, terminate_pid
 from pinpipe.services.broker import EmbeddedBroker, broker_is_healthy, new_cluster_id
 from pinpipe.services.broker_s3 import MODULE as BROKER_S3_MODULE
@@ -37,7 +36,7 @@ from pinpipe.services.spark_cluster import MASTER as SPARK_MASTER
 from pinpipe.services.spark_cluster import cluster_down, cluster_status, cluster_up
 from pinpipe.services.state import ServiceRecord, read_record, remove_record, write_record
 from pinpipe.services.status import EMBEDDED, EXTERNAL, ServiceStatus
-from pinpipe.services.topics import ensure_topics
+from pinpipe.services.topics import ensure_pipeline_topics
 
 BROKER = "broker"
 BROKER_S3 = "broker-s3"
@@ -127,16 +126,6 @@ def _embedded_broker(settings: Settings, storage: S3Storage | None,
     return broker, cluster_id == fresh
 
 
-def _ensure_pipeline_topics(settings: Settings, bootstrap: str) -> dict[str, str]:
-    broker = settings.broker
-    return ensure_topics(
-        broker.client_config(bootstrap),
-        all_topics(broker.topic_prefix),
-        broker.partitions,
-        broker.replication_factor,
-    )
-
-
 @contextmanager
 def kafka_bootstrap(settings: Settings) -> Iterator[str]:
     """Bootstrap servers for the with-block.
@@ -164,7 +153,7 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
             else:
                 storage = _s3_storage(settings, s3_record.address)
         broker = stack.enter_context(_embedded_broker(settings, storage)[0])
-        _ensure_pipeline_topics(settings, broker.bootstrap_servers)
+        ensure_pipeline_topics(settings, broker.bootstrap_servers)
         yield broker.bootstrap_servers
 
 
@@ -308,7 +297,7 @@ def _broker_up(settings: Settings, started: list[str], port: int | None = None) 
             started.append(BROKER)
             kept = "" if storage is None else (", a new log" if new_log else ", its log kept")
             detail = f"started (pid {broker.pid}, {_storage_detail(settings)}{kept})"
-    created = _ensure_pipeline_topics(settings, bootstrap)
+    created = ensure_pipeline_topics(settings, bootstrap)
     new = sum(1 for outcome in created.values() if outcome == "created")
     detail += f"; {len(created)} topics ({new} created)"
     return ServiceStatus(

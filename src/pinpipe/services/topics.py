@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pinpipe.config import Settings
+from pinpipe.events import all_topics
 from pinpipe.services.errors import ServiceError
 
 
@@ -105,3 +107,11 @@ def delete_topics(client_config: dict, topics: list[str], timeout: float = 15.0)
         except TimeoutError as exc:
             raise TopicError(f"deleting topic {topic!r} timed out", transient=True) from exc
     return {topic: result[topic] for topic in wanted}
+
+
+def ensure_pipeline_topics(settings: Settings, bootstrap: str, timeout: float = 15.0) -> dict[str, str]:
+    """Create the pipeline's topics if missing, as ``settings.broker`` says (prefix, partitions,
+    replication factor); returns what :func:`ensure_topics` returns. Raises :class:`TopicError`."""
+    broker = settings.broker
+    return ensure_topics(broker.client_config(bootstrap), all_topics(broker.topic_prefix),
+                         broker.partitions, broker.replication_factor, timeout=timeout)  # fmt: skip
