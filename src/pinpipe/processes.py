@@ -1,4 +1,5 @@
-"""Operating-system processes: is one alive, what is its command line, end it (or its group).
+"""Operating-system processes: is one alive, what is its command line, end it (or its group),
+and stop this one cleanly on a signal.
 
 Every layer that starts or watches a process (services, the batch run records, ``pinpipe up``)
 uses these, so they sit at the bottom with the settings and the record contracts.
@@ -6,12 +7,35 @@ uses these, so they sit at the bottom with the settings and the record contracts
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Ctrl-C and what ``pinpipe down``, a supervisor or a job runner sends: both mean stop cleanly."""
+
+
+@contextlib.contextmanager
+def stop_on_signals(event: threading.Event | None = None) -> Iterator[threading.Event]:
+    """Within the block, SIGINT and SIGTERM set a stop event (``event``, or a new one: yielded)
+    instead of interrupting; the previous handlers come back when the block ends.
+
+    For a long-running loop that checks the event between units of work (a micro-batch, a
+    round of files, a request): the unit in flight finishes, then the loop ends. Main thread
+    only, as :func:`signal.signal`.
+    """
+    stop = event if event is not None else threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def pid_is_alive(pid: int) -> bool:

@@ -1,0 +1,5 @@
+"""``python -m pinpipe.cli ...``: the ``pinpipe`` command."""
+
+from pinpipe.cli import app
+
+app(prog_name="pinpipe")
