@@ -1,4 +1,5 @@
-"""Settings: precedence (file < env < CLI flag), nested env names, masked secrets."""
+"""Settings: precedence (file < env < CLI flag), nested env names, masked secrets, the hosts
+clients connect to."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pinpipe.cli import app
-from pinpipe.config import ConfigFileError, load_settings, masked_dump
+from pinpipe.config import ConfigFileError, client_host, flag_overrides, load_settings, masked_dump
 
 
 @pytest.fixture
@@ -166,3 +167,24 @@ def test_the_renamed_read_tasks_setting_is_an_error_not_ignored(tmp_path):
     path.write_text("[speed]\nread_tasks_per_topic = 0\n")
     with pytest.raises(ValueError, match="now speed.read_tasks"):
         load_settings(config_file=path)
+
+
+def test_flag_overrides_are_named_like_the_environment_and_unset_ones_override_nothing():
+    assert flag_overrides(speed__trigger_s=0.5, up__dashboard__port=0, up__lake_metrics_port=None,
+                          data_dir="d", lake__root=None) == {
+        "speed": {"trigger_s": 0.5}, "up": {"dashboard": {"port": 0}}, "data_dir": "d"}
+
+
+def test_flags_beat_the_environment_through_load_settings(monkeypatch):
+    monkeypatch.setenv("PINPIPE_UP__DASHBOARD__PORT", "8181")
+    monkeypatch.setenv("PINPIPE_UP__DASHBOARD__HOST", "0.0.0.0")
+    settings = load_settings(**flag_overrides(up__dashboard__port=9191, up__dashboard__host=None))
+    assert (settings.up.dashboard.host, settings.up.dashboard.port) == ("0.0.0.0", 9191)
+
+
+def test_clients_reach_a_wildcard_bind_address_on_loopback():
+    assert client_host("0.0.0.0") == "127.0.0.1"
+    assert client_host("::") == "127.0.0.1"
+    assert client_host("127.0.0.1") == "127.0.0.1"
+    assert client_host("10.1.2.3") == "10.1.2.3"
+    assert client_host("pinpipe.internal") == "pinpipe.internal"
