@@ -5,7 +5,7 @@
 
 One of ``--date D``, ``--range FROM TO`` (or ``--from FROM --to TO``), ``--all``; with
 ``--no-publish`` PostgreSQL is not written. Settings come from ``PINPIPE_*`` variables or
-``--config FILE``. Prints the run's counts as one JSON line; the exit code is 1 when the
+``--config FILE``. Prints the run's counts as JSON; the exit code is 1 when the
 data-quality checks fail, 2 for wrong arguments.
 """
 

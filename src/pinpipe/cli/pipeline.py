@@ -172,7 +172,7 @@ def batch(
     all_dates: Annotated[bool, typer.Option("--all", help="Every raw partition in the lake.")] = False,
     publish: Annotated[bool, typer.Option(help="Write the answers to PostgreSQL.")] = True,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the run's counts as one JSON line, not the tables.")
+        bool, typer.Option("--json", help="Print the run's counts as JSON, not the tables.")
     ] = False,
     origin: Annotated[str, typer.Option(hidden=True, help="Who started the run (pinpipe.batch_run.origin).")] = "cli",
 ) -> None:
