@@ -38,6 +38,8 @@ MAX_LINES = 420  # "about 400": a module one can read in one sitting
 def layer_of(module: str) -> int:
     """The layer of a dotted ``pinpipe.*`` module name (``pinpipe`` itself: the bottom)."""
     parts = module.split(".")
+    if parts[-1] == "__main__":  # `python -m pinpipe.<package>`: an entry point, as the CLI is
+        return len(LAYERS) - 1
     top = parts[1] if len(parts) > 1 else "config"
     for rank, names in enumerate(LAYERS):
         if top in names:

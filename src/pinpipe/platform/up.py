@@ -169,16 +169,6 @@ def _http_ok(url: str) -> bool:
     return http_ok(url, timeout_s=1.0)
 
 
-def _stream_supports_metrics_port() -> bool:
-    """The stream job's ``--metrics-port`` flag (being added with its metrics)."""
-    try:
-        import pinpipe.speed.__main__ as stream_main
-
-        return "--metrics-port" in Path(stream_main.__file__).read_text(encoding="utf-8")
-    except Exception:
-        return False
-
-
 def _choose_ports(settings: Settings) -> dict[str, int]:
     up = settings.up
     wanted = {
@@ -245,17 +235,11 @@ def _specs(run: UpRun, bootstrap: str) -> list[tuple[ProcessSpec, Component]]:
         Component("dashboard", dash_url, f"{dash_url}/metrics", f"{dash_url}/healthz"),
     ))  # fmt: skip
     if run.options.stream:
-        argv = _python("pinpipe.speed")
-        note = ""
-        if _stream_supports_metrics_port():
-            argv += ["--metrics-port", str(ports["stream"])]
-            health, metrics = (lambda: _http_ok(stream_metrics)), stream_metrics
-        else:
-            health, metrics, note = None, None, "no metrics port yet"
         out.append((
-            ProcessSpec("stream", argv, logs / "stream.log", env, health=health,
-                        address=metrics or "(spark query)", stop_timeout_s=stop_s),
-            Component("stream", metrics or "-", metrics, metrics, note=note),
+            ProcessSpec("stream", _python(cli, "stream", "--metrics-port", str(ports["stream"])),
+                        logs / "stream.log", env, health=lambda: _http_ok(stream_metrics),
+                        address=stream_metrics, stop_timeout_s=stop_s),
+            Component("stream", stream_metrics, stream_metrics, stream_metrics),
         ))  # fmt: skip
     if run.options.emulate_rate:
         # A bounded run's emulator ends by itself and is not restarted then; an endless one is
