@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pinpipe.config import Settings
+from pinpipe.config import Settings, client_host
 from pinpipe.events import Table, topic_name
 
 if TYPE_CHECKING:
@@ -457,7 +457,7 @@ def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, ra
     if not keep_running:
         return 0 if passed else 1
     dashboard = up_settings.up.dashboard
-    host = "127.0.0.1" if dashboard.host in ("0.0.0.0", "::") else dashboard.host
+    host = client_host(dashboard.host)
     console.rule(f"keeping everything up: dashboard at http://{host}:{dashboard.port}; Ctrl-C stops it")
     code = run_up(up_settings, UpOptions(emulate_rate=rate), console)
     return 0 if passed and code == 0 else 1

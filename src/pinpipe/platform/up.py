@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pinpipe.config import Settings
+from pinpipe.config import Settings, client_host
 from pinpipe.platform.broker_watch import BrokerWatch, lost_records
 from pinpipe.platform.supervisor import (
     Event,
@@ -201,11 +201,11 @@ def _specs(run: UpRun, bootstrap: str) -> list[tuple[ProcessSpec, Component]]:
     env = _child_env(settings, bootstrap, run.dsn)
     stop_s = settings.up.stop_timeout_s
     api_host = settings.ingest.host
-    api_url = f"http://{'127.0.0.1' if api_host in ('0.0.0.0', '::') else api_host}:{ports['ingest']}"
+    api_url = f"http://{client_host(api_host)}:{ports['ingest']}"
     sink_metrics = f"http://127.0.0.1:{ports['lake-sink']}/metrics"
     stream_metrics = f"http://127.0.0.1:{ports['stream']}/metrics"
     dash = settings.up.dashboard
-    dash_url = f"http://{'127.0.0.1' if dash.host in ('0.0.0.0', '::') else dash.host}:{ports['dashboard']}"
+    dash_url = f"http://{client_host(dash.host)}:{ports['dashboard']}"
     cli = "pinpipe.cli"
     out: list[tuple[ProcessSpec, Component]] = []
 

@@ -6,7 +6,7 @@ The dashboard is told where each component's ``/metrics`` is; it never asks ``pi
 
 from __future__ import annotations
 
-from pinpipe.config import Settings
+from pinpipe.config import Settings, client_host
 
 COMPONENTS = ("ingest", "lake-sink", "stream")
 
@@ -15,13 +15,12 @@ def default_metrics_urls(settings: Settings, running_ports: dict[str, int]) -> d
     """Where each component's ``/metrics`` is: ``up.dashboard.metrics_urls``, else the ports
     given in ``running_ports`` (those a running ``pinpipe up`` recorded), else the settings'
     ports."""
-    ingest_host = "127.0.0.1" if settings.ingest.host in ("0.0.0.0", "::") else settings.ingest.host
     ports = {
         "ingest": settings.ingest.port,
         "lake-sink": settings.up.lake_metrics_port,
         "stream": settings.up.stream_metrics_port,
     } | running_ports
-    hosts = {"ingest": ingest_host}
+    hosts = {"ingest": client_host(settings.ingest.host)}
     urls = {name: f"http://{hosts.get(name, '127.0.0.1')}:{ports[name]}/metrics" for name in COMPONENTS}
     return urls | settings.up.dashboard.metrics_urls
 
