@@ -1,4 +1,5 @@
-"""The Spark session of the batch (and speed) layer, built from settings."""
+"""The Spark session the batch and speed jobs share, built from settings (``settings.batch``
+holds the Spark settings of both: master, memory, shuffle partitions)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def get_spark(settings: Settings, app_name: str = "pinpipe") -> SparkSession:
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError("the batch layer needs pyspark: pip install 'pinpipe[spark]'") from exc
+        raise ImportError("the Spark jobs need pyspark: pip install 'pinpipe[spark]'") from exc
 
     from pinpipe.services.spark_cluster import embedded_master_url, resolve_master
     from pinpipe.spark.event_log import event_log_conf
