@@ -1,4 +1,4 @@
-"""How the lake sink rides out a broker that goes away (a part of :class:`~pinpipe.lake.consumer.LakeSink`).
+"""How the lake sink rides out a broker that goes away: a part of :class:`LakeSink`.
 
 When the broker becomes unreachable, the sink writes out every record it had fetched (so only
 records it never fetched can be lost with a broker that keeps its log in memory), writes nothing
@@ -25,7 +25,9 @@ _WAITING_LOG_EVERY_S = 15.0
 
 
 class BrokerLossMixin:
-    """The broker-loss half of :class:`~pinpipe.lake.consumer.LakeSink` (its attributes)."""
+    """The broker-loss half of :class:`~pinpipe.lake.consumer.LakeSink`: it works on the sink's
+    consumer, ``buffer``, ``logs``, ``metrics``, ``stats`` and ``_uncommitted`` /
+    ``_broker_lost_at`` (the offsets written while the broker was away, and since when)."""
 
     def _retire_consumer(self) -> None:
         """Let the old log's consumer go without waiting: its ``close`` can block for long

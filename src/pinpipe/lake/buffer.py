@@ -1,8 +1,8 @@
 """The sink contract: buffer records per topic-partition, cut them into batches, write them.
 
-A sink built on :class:`BatchingSink` is told which partitions it owns (:meth:`~BatchingSink.assign`)
-and is given consumed records (:meth:`~BatchingSink.add`). It buffers them per topic-partition
-and cuts the buffer into a :class:`Batch`, one future file, when the buffer reaches
+A sink built on :class:`BatchingSink` is told which partitions it owns
+(:meth:`~BatchingSink.assign`) and is given consumed records (:meth:`~BatchingSink.add`). It
+buffers them per topic-partition and cuts the buffer into a :class:`Batch`, one future file, when the buffer reaches
 ``rotate_records`` records or ``rotate_bytes`` value bytes, or when the next record belongs to
 another UTC day (:mod:`pinpipe.lake.layout` files by day). These ends are *deterministic*: the
 records decide them, so a re-run from the same first offset cuts the same batch. The owner cuts

@@ -234,7 +234,7 @@ class LakeSink(BrokerLossMixin):
     def _on_lost(self, consumer, partitions) -> None:
         """Another member may own these now: drop their buffers, write nothing. Unless the
         broker is gone (then no other member can read them): write them out, as a crash after
-        writing and before committing would have (no commit follows; see :mod:`pinpipe.lake.sink`)."""
+        writing and before committing would have (no commit follows: :mod:`pinpipe.lake.sink`)."""
         if self._ignored(consumer):
             return
         keys = {(tp.topic, tp.partition) for tp in partitions}
