@@ -2,13 +2,13 @@
 
 A sink built on :class:`BatchingSink` is told which partitions it owns
 (:meth:`~BatchingSink.assign`) and is given consumed records (:meth:`~BatchingSink.add`). It
-buffers them per topic-partition and cuts the buffer into a :class:`Batch`, one future file, when the buffer reaches
-``rotate_records`` records or ``rotate_bytes`` value bytes, or when the next record belongs to
-another UTC day (:mod:`pinpipe.lake.layout` files by day). These ends are *deterministic*: the
-records decide them, so a re-run from the same first offset cuts the same batch. The owner cuts
-on time and events too (:meth:`~BatchingSink.cut_aged` after ``rotate_age_s``,
-:meth:`~BatchingSink.cut` on rebalance and shutdown), and the buffer cuts its biggest batches
-when ``max_buffer_bytes`` is crossed; those ends are time-dependent.
+buffers them per topic-partition and cuts the buffer into a :class:`Batch`, one future file,
+when it reaches ``rotate_records`` records or ``rotate_bytes`` value bytes, or when the next
+record belongs to another UTC day (:mod:`pinpipe.lake.layout` files by day). These ends are
+*deterministic*: the records decide them, so a re-run from the same first offset cuts the same
+batch. The owner cuts on time and events too (:meth:`~BatchingSink.cut_aged` after
+``rotate_age_s``, :meth:`~BatchingSink.cut` on rebalance and shutdown), and the buffer cuts its
+biggest batches when ``max_buffer_bytes`` is crossed; those ends are time-dependent.
 
 At a checkpoint the owner calls :meth:`~BatchingSink.flush`: every cut batch is written, in
 order, by the subclass's :meth:`~BatchingSink.write`, and the offsets after them are returned:
