@@ -98,8 +98,8 @@ def consumed(metrics_url: str) -> float:
 PER_RECORD_SINK = """
 import sys
 from pinpipe.lake.__main__ import main
-from pinpipe.lake.sink import LakeSink
-LakeSink._add_run = lambda self, key, run: False  # as if every run needed the per-record loop
+from pinpipe.lake.buffer import BatchingSink
+BatchingSink.add_run = lambda self, key, run: False  # as if every run needed the per-record loop
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -8,9 +8,9 @@ import sys
 import time
 
 from pinpipe.lake.__main__ import main
-from pinpipe.lake.sink import LakeSink
+from pinpipe.lake.consumer import LakeSink
 
-_commit = LakeSink._commit
+_commit = LakeSink.commit
 
 
 def _slow_commit(self, offsets):
@@ -19,7 +19,7 @@ def _slow_commit(self, offsets):
     return _commit(self, offsets)
 
 
-LakeSink._commit = _slow_commit
+LakeSink.commit = _slow_commit
 
 if __name__ == "__main__":
     sys.exit(main())

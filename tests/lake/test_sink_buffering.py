@@ -1,4 +1,5 @@
-"""The sink's buffering without a broker: batches of hand-made messages into a local lake.
+"""The sink contract's buffering without a broker: batches of hand-made messages through
+``add``/``cut``/``flush`` of a :class:`~pinpipe.lake.parquet.ParquetSink` into a local lake.
 
 A consumed batch is buffered a topic-partition run at a time in bulk, and falls back to the
 per-record loop for runs it cannot take whole. Both must cut files at the same records, since
@@ -12,28 +13,25 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
 from pinpipe.config import load_settings
-from pinpipe.lake.sink import LakeSink
+from pinpipe.lake.buffer import BatchingSink
+from pinpipe.lake.parquet import ParquetSink
+from pinpipe.lake.storage import LakeStorage
 from tests.lake.conftest import raw_files
 
 MIDNIGHT = int(datetime(2024, 1, 2, tzinfo=timezone.utc).timestamp() * 1000)  # 2024-01-02 00:00
 PIN, GEO = "p.pin", "p.geo"
 
 
-class AssigningConsumer:
-    """Just enough of a Consumer for ``LakeSink._on_assign``: nothing committed yet."""
-
-    def committed(self, partitions, timeout=None):
-        return [TopicPartition(tp.topic, tp.partition, -1001) for tp in partitions]
-
-
-def make_sink(tmp_path: Path, partitions: list[tuple[str, int]], **lake) -> LakeSink:
+def make_sink(tmp_path: Path, partitions: list[tuple[str, int]], checkpoint=None,
+              **lake) -> ParquetSink:  # fmt: skip
+    """A Parquet sink owning ``partitions`` from offset 0 (nothing committed yet)."""
     settings = load_settings(data_dir=tmp_path, broker={"topic_prefix": "p"},
                              lake={"rotate_age_s": 600, **lake})  # fmt: skip
-    sink = LakeSink(settings, "127.0.0.1:9")  # no consumer: commits are skipped
-    sink._on_assign(AssigningConsumer(), [TopicPartition(t, p) for t, p in partitions])
+    sink = ParquetSink(settings.lake, LakeStorage.from_settings(settings), checkpoint=checkpoint)
+    sink.assign({key: 0 for key in partitions})
     return sink
 
 
@@ -45,14 +43,14 @@ def message(topic: str, partition: int, offset: int, value: bytes | None = b"{}"
                    timestamp=stamp)  # fmt: skip
 
 
-def drain(sink: LakeSink, *batches: list[Message]) -> list[tuple[str, str, int, list[int]]]:
-    """Buffer the batches, write what is left as on shutdown; (dt, table, first offset,
-    offsets) of every file."""
+def drain(sink: ParquetSink, *batches: list[Message]) -> list[tuple[str, str, int, list[int]]]:
+    """Buffer the batches (a checkpoint after each), write what is left as on shutdown;
+    (dt, table, first offset, offsets) of every file."""
     for batch in batches:
-        sink._add(batch)
-        sink._flush_round()
-    sink._close_all()
-    sink._flush_round()
+        sink.add(batch)
+        sink.flush()
+    sink.cut()
+    sink.flush()
     files = []
     for path in raw_files(Path(sink.storage.base)):
         offsets = pq.read_table(path, columns=["offset"]).column("offset").to_pylist()
@@ -64,7 +62,7 @@ def drain(sink: LakeSink, *batches: list[Message]) -> list[tuple[str, str, int, 
 def buffering(request, monkeypatch) -> str:
     """Every test runs twice: the bulk path, and every run forced through the per-record loop."""
     if request.param == "per-record":
-        monkeypatch.setattr(LakeSink, "_add_run", lambda self, key, run: False)
+        monkeypatch.setattr(BatchingSink, "add_run", lambda self, key, run: False)
     return request.param
 
 
@@ -143,4 +141,42 @@ def test_records_of_unassigned_partitions_are_dropped(tmp_path, buffering) -> No
     sink = make_sink(tmp_path, [(PIN, 0)])
     assert drain(sink, [message(PIN, 1, 0), message(PIN, 0, 0)]) == [
         ("dt=2024-01-01", "pin", 0, [0])
+    ]
+
+
+def test_flush_returns_the_offsets_made_durable(tmp_path, buffering) -> None:
+    sink = make_sink(tmp_path, [(PIN, 0), (GEO, 0)], rotate_records=4)
+    sink.add([message(PIN, 0, offset) for offset in range(6)]
+             + [message(GEO, 0, offset) for offset in range(2)])  # fmt: skip
+    assert sink.flush() == {(PIN, 0): 4}  # the file [0..3]; pin 4, 5 and geo 0, 1 stay open
+    assert sink.positions() == {(PIN, 0): 6, (GEO, 0): 2}
+    sink.cut([(GEO, 0)])
+    assert sink.flush() == {(GEO, 0): 2}
+    sink.cut()
+    assert sink.flush() == {(PIN, 0): 6}
+    assert sink.flush() == {}
+
+
+def test_the_memory_cap_calls_the_checkpoint_mid_batch(tmp_path, buffering) -> None:
+    # As in test_memory_cap_cuts_inside_a_run: the 4th and the 8th record cross 4,096 B.
+    checkpoints = []
+    sink = make_sink(tmp_path, [(PIN, 0)], checkpoint=lambda: checkpoints.append(sink.flush()),
+                     max_buffer_bytes=4096)  # fmt: skip
+    sink.add([message(PIN, 0, offset, b"z" * 1000) for offset in range(10)])
+    assert checkpoints == [{(PIN, 0): 4}, {(PIN, 0): 8}]
+    assert sink.flush() == {}  # [8, 9] still open
+    sink.cut()
+    assert sink.flush() == {(PIN, 0): 10}
+
+
+def test_forgotten_partitions_are_never_written(tmp_path, buffering) -> None:
+    sink = make_sink(tmp_path, [(PIN, 0), (GEO, 0)], rotate_records=2)
+    sink.add([message(PIN, 0, offset) for offset in range(3)]
+             + [message(GEO, 0, offset) for offset in range(3)])  # fmt: skip
+    sink.forget([(GEO, 0)])
+    sink.cut()
+    assert sink.flush() == {(PIN, 0): 3}
+    assert sink.positions() == {(PIN, 0): 3}
+    assert [path.name for path in raw_files(tmp_path / "lake")] == [
+        f"{PIN}+0+{0:020d}.parquet", f"{PIN}+0+{2:020d}.parquet"
     ]
