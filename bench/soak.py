@@ -180,7 +180,7 @@ def _recover(settings, dsn: str, fault, load: LoadProcess, options: SoakOptions,
 
 def _status_says_down(settings, name: str) -> str:
     """What ``pinpipe status`` says of ``name`` when it says it is down ('' otherwise)."""
-    from pinpipe.platform.up import status_rows
+    from pinpipe.platform.control import status_rows
 
     for row in status_rows(settings, sample_s=0.05) or []:
         if row["name"] == name and row["healthy"] is False:
@@ -224,7 +224,7 @@ def run_soak(options: SoakOptions) -> SoakResult:
         results["up"] = pinpipe(env, *up_args, timeout_s=400, log=commands)
         if results["up"].code != 0:
             raise RuntimeError(f"pinpipe up --detach failed:\n{results['up'].tail(30)}")
-        from pinpipe.platform.up import read_state
+        from pinpipe.platform.state import read_state
         from pinpipe.processes import pid_is_alive
         from pinpipe.services.resolve import embedded_postgres
 

@@ -29,7 +29,13 @@ def until(condition, timeout_s: float, what: str):
 def test_restarts_a_killed_child_with_backoff_then_gives_up(tmp_path):
     events: list[tuple[float, str, str]] = []
     policy = RestartPolicy(backoff_s=0.2, backoff_max_s=5.0, max_restarts=2, window_s=60.0)
-    supervisor = Supervisor(policy, lambda name, message: events.append((time.monotonic(), name, message)))
+    failures: dict[str, bool] = {}
+
+    def event(name: str, message: str, *, failure: bool = False) -> None:
+        events.append((time.monotonic(), name, message))
+        failures[message] = failure
+
+    supervisor = Supervisor(policy, event)
     child = supervisor.start(ProcessSpec("sleeper", SLEEPER, tmp_path / "sleeper.log"), timeout_s=10)
     try:
         pids = [child.pid]
@@ -58,11 +64,14 @@ def test_restarts_a_killed_child_with_backoff_then_gives_up(tmp_path):
     messages = [message for _, _, message in events]
     assert any("restarting in 0.2 s" in m for m in messages)
     assert any("restarting in 0.4 s" in m for m in messages)
+    # Each exit is told as a failure (up prints it red); starting and restarting are not.
+    assert [m for m in messages if failures[m]] == [m for m in messages if "exited with code" in m]
+    assert sum(failures.values()) == 2
 
 
 def test_stop_all_goes_in_reverse_order_and_kills_after_the_timeout(tmp_path):
     events: list[str] = []
-    supervisor = Supervisor(RestartPolicy(), lambda name, message: events.append(f"{name}: {message}"))
+    supervisor = Supervisor(RestartPolicy(), lambda name, message, failure=False: events.append(f"{name}: {message}"))
     first = supervisor.start(ProcessSpec("first", SLEEPER, tmp_path / "first.log"), timeout_s=10)
     log = tmp_path / "stubborn.log"
     second = supervisor.start(
@@ -88,7 +97,7 @@ def test_a_dead_childs_own_children_are_killed_before_it_restarts(tmp_path):
               "import subprocess, sys, time; "
               f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
               f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(120)"]  # fmt: skip
-    supervisor = Supervisor(RestartPolicy(backoff_s=30.0), lambda name, message: None)
+    supervisor = Supervisor(RestartPolicy(backoff_s=30.0), lambda name, message, failure=False: None)
     child = supervisor.start(ProcessSpec("driver", parent, tmp_path / "driver.log"), timeout_s=10)
     try:
         grandchild = int(until(lambda: pid_file.exists() and pid_file.read_text(), 10, "the grandchild"))

@@ -1,14 +1,14 @@
 """Faults the soak injects into a running ``pinpipe up``, and how long each took to recover.
 
 Pids come from the run state ``pinpipe up`` writes (``<run_dir>/up.json`` through
-:func:`pinpipe.platform.up.read_state`) and the services' run records (``<run_dir>/broker.json``,
+:func:`pinpipe.platform.state.read_state`) and the services' run records (``<run_dir>/broker.json``,
 ``postgres.json``); PostgreSQL's postmaster, after a restart, from its ``postmaster.pid``
 (:func:`pinpipe.services.resolve.embedded_postgres`). The stream job's JVM is the ``java``
 descendant of the stream job's Python process.
 
 Recovery of a fault (from the kill, or from the end of a pause) is the latest of: the first
 request sent afterwards that the API answered 200; every component of ``pinpipe status``
-healthy again (:func:`pinpipe.platform.up.status_rows`; the one killed with a new pid; the broker and
+healthy again (:func:`pinpipe.platform.control.status_rows`; the one killed with a new pid; the broker and
 PostgreSQL by a request of their own, since up's record of their pids is not its health);
 the stream job committing a micro-batch with records.
 """
@@ -76,7 +76,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def component_pid(settings, name: str) -> int | None:
-    from pinpipe.platform.up import read_state
+    from pinpipe.platform.state import read_state
 
     state = read_state(settings) or {}
     for component in state.get("components", []):
@@ -209,7 +209,7 @@ def _services_healthy(settings, dsn: str) -> bool:
 def components_healthy(settings, dsn: str, killed: Fault | None = None) -> tuple[bool, list[str]]:
     """Every component of ``pinpipe status`` healthy (the killed one with a new pid); the names of
     those that are not."""
-    from pinpipe.platform.up import status_rows
+    from pinpipe.platform.control import status_rows
 
     rows = status_rows(settings, sample_s=0.05)
     if rows is None:

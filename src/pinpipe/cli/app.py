@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
@@ -81,6 +82,14 @@ def fail(message: str, code: int = 1, prefix: str = "error") -> NoReturn:
 def log_to_stderr(level: str) -> None:
     """The long-running jobs (sink, stream) log their progress as lines on stderr."""
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds (ValueError for anything else)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (examples: 90s, 10m, 2h)")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
 def print_json(document: Any) -> None:

@@ -13,6 +13,7 @@ from pinpipe.cli.app import (
     console,
     err_console,
     fail,
+    parse_duration,
     settings_for,
     spark_worker_flags,
 )
@@ -43,8 +44,8 @@ def up(
     """Start the whole platform, health-checked and supervised; Ctrl-C stops it cleanly."""
     import sys
 
-    from pinpipe.platform.up import UpOptions, parse_duration, run_up
-    from pinpipe.platform.up import detach as run_detached
+    from pinpipe.platform.control import detach as run_detached
+    from pinpipe.platform.up import UpOptions, run_up
 
     settings = settings_for(ctx, ingest__port=api_port, up__lake_metrics_port=lake_metrics_port,
                             up__stream_metrics_port=stream_metrics_port, up__dashboard__port=dashboard_port,
@@ -64,7 +65,7 @@ def up(
 @app.command()
 def status(ctx: typer.Context) -> None:
     """Health, consumer lag and throughput of each component of a running `pinpipe up`."""
-    from pinpipe.platform.up import print_status
+    from pinpipe.platform.control import print_status
 
     raise typer.Exit(print_status(settings_for(ctx), console))
 
@@ -72,7 +73,7 @@ def status(ctx: typer.Context) -> None:
 @app.command()
 def down(ctx: typer.Context) -> None:
     """Stop a `pinpipe up` running in the background (it stops its components in reverse order)."""
-    from pinpipe.platform.up import down as stop
+    from pinpipe.platform.control import down as stop
 
     raise typer.Exit(stop(settings_for(ctx), console))
 
@@ -84,7 +85,7 @@ def dashboard(
     port: Annotated[Optional[int], typer.Option(help="Port (settings: up.dashboard.port).")] = None,
 ) -> None:
     """Serve the dashboard (read-only): live ingest, lag, stream, real-time metrics, answers, quality."""
-    from pinpipe.platform.up import recorded_ports
+    from pinpipe.platform.state import recorded_ports
     from pinpipe.serve.dashboard import serve_dashboard
     from pinpipe.serve.dashboard.server import default_metrics_urls
     from pinpipe.services.resolve import postgres_dsn, reader_dsn
@@ -117,7 +118,6 @@ def demo(
 ) -> None:
     """`pinpipe up` with the emulator for a bounded run, then the batch job, then a checked summary."""
     from pinpipe.platform.demo import run_demo
-    from pinpipe.platform.up import parse_duration
 
     try:
         duration_s = parse_duration(duration)

@@ -58,12 +58,13 @@ class BrokerWatch:
             return None
         with contextlib.suppress(ChildProcessError, OSError):
             _, status = os.waitpid(self.pid, os.WNOHANG)  # reap it: started by this process
-        self.event("broker", f"exited (pid {self.pid}); starting it again on port {self.port}")
+        self.event("broker", f"exited (pid {self.pid}); starting it again on port {self.port}",
+                   failure=True)
         try:
             status = restart_embedded_broker(self.settings, self.port)
         except ServiceError as error:
             self.event("broker", f"could not be started again ({str(error).splitlines()[0]}); "
-                       f"retrying in {RETRY_START_AFTER_S:.0f} s")  # fmt: skip
+                       f"retrying in {RETRY_START_AFTER_S:.0f} s", failure=True)  # fmt: skip
             self.next_check = now + RETRY_START_AFTER_S
             return None
         record = read_record(self.settings.run_dir, "broker")
@@ -71,7 +72,7 @@ class BrokerWatch:
         self.restarts += 1
         if "memory storage" in status.detail:
             self.event("broker", f"{status.detail}: an empty log; what the old one held beyond "
-                       "the lake is reported by the lake sink and `pinpipe lake verify`")  # fmt: skip
+                       "the lake is reported by the lake sink and `pinpipe lake verify`", failure=True)  # fmt: skip
         else:
             self.event("broker", status.detail)
         return self.pid
@@ -82,7 +83,7 @@ class BrokerWatch:
             if key not in self.reported_losses:
                 self.reported_losses.add(key)
                 self.event("lake-sink", f"LOST {lost.records:,} acknowledged records with the broker's "
-                           f"log {lost.generation}: {lost.describe()}")  # fmt: skip
+                           f"log {lost.generation}: {lost.describe()}", failure=True)  # fmt: skip
 
 
 def lost_records(settings: Settings) -> list:

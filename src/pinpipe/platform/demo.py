@@ -150,7 +150,7 @@ def _forget_earlier_run(settings: Settings, dsn: str, console: Console) -> None:
 def _dashboard_port(settings: Settings) -> int:
     """The configured dashboard port when it is free, else a free one (a busy 8080 must not stop
     the demo). Chosen once, so that ``keep_running`` serves the dashboard at the same address."""
-    from pinpipe.platform.up import free_port
+    from pinpipe.services.broker import free_port
 
     dashboard = settings.up.dashboard
     if dashboard.port:
@@ -328,13 +328,9 @@ def _compare_layers(settings: Settings, dsn: str, *, stream: bool = False) -> li
 def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Console, batch: bool = True,
              keep_running: bool = False) -> int:
     """Run the demo; returns the exit code (0 when every record is where it should be)."""
-    from pinpipe.platform.up import (
-        INTERRUPTED,
-        read_state,
-        report_failure,
-        start_services,
-        stop_services,
-    )
+    from pinpipe.platform.run import report_failure, start_services, stop_services
+    from pinpipe.platform.state import read_state
+    from pinpipe.platform.up import INTERRUPTED
     from pinpipe.services.resolve import kafka_bootstrap, postgres_dsn
 
     began = time.monotonic()
@@ -399,7 +395,8 @@ def run_demo(settings: Settings, *, rate: float, duration_s: float, console: Con
 def _run(settings: Settings, bootstrap: str, dsn: str, started: list[str], *, rate: float, duration_s: float,
          console: Console, batch: bool, keep_running: bool, began: float) -> int:
     """The demo once the services run: source tables, bounded `pinpipe up`, read-back, batch, summary."""
-    from pinpipe.platform.up import INTERRUPTED, LAST_RUN_FILE, UpOptions, run_up
+    from pinpipe.platform.state import LAST_RUN_FILE
+    from pinpipe.platform.up import INTERRUPTED, UpOptions, run_up
     from pinpipe.source.database import SOURCE_TABLE_NAMES, load_tables
     from pinpipe.source.generator import generate_tables
 

@@ -18,9 +18,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-Event = Callable[[str, str], None]
-"""Called with (component name, message) for everything worth telling the user."""
+
+class Event(Protocol):
+    """Told (component name, message) for everything worth telling the user; ``failure`` marks
+    what went wrong (a process exited, had to be killed, data was lost), for the reader's eye."""
+
+    def __call__(self, name: str, message: str, *, failure: bool = False) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -161,7 +166,7 @@ class Supervisor:
                     self.on_event(child.spec.name,
                                   f"exited with code {child.last_exit}; restarting in {delay:.1f} s "
                                   f"(restart {len(child.restarts)} of at most {self.policy.max_restarts} "
-                                  f"in {self.policy.window_s:.0f} s)")  # fmt: skip
+                                  f"in {self.policy.window_s:.0f} s)", failure=True)  # fmt: skip
                 elif now >= child.restart_due:
                     self._spawn(child)
                     child.restart_total += 1
@@ -191,7 +196,8 @@ class Supervisor:
             try:
                 process.wait(timeout=child.spec.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                self.on_event(name, f"did not stop within {child.spec.stop_timeout_s:.0f} s: SIGKILL")
+                self.on_event(name, f"did not stop within {child.spec.stop_timeout_s:.0f} s: SIGKILL",
+                              failure=True)
                 _signal(process, signal.SIGKILL, group=True)
                 process.wait(timeout=10)
         _signal(process, signal.SIGKILL, group=True)  # leftovers of its session (e.g. a JVM)
