@@ -63,8 +63,9 @@ def _no_binaries_copy_left_behind() -> Iterator[None]:
     """As root in a clone the server user cannot enter, the servers the tests start run a copy
     of PostgreSQL's binaries in the server home (pinpipe.services.pg_home); one made by this
     run is removed at its end, so runs from fresh clones (CI) do not pile copies up."""
+    from pinpipe.services.pg_common import postgres_bin_dir
     from pinpipe.services.pg_home import installation_copy
-    from pinpipe.services.postgres import DEFAULT_SERVER_HOME, postgres_bin_dir
+    from pinpipe.services.postgres import DEFAULT_SERVER_HOME
 
     copy = installation_copy(DEFAULT_SERVER_HOME, postgres_bin_dir())
     existed = copy.exists()

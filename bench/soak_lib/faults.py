@@ -196,7 +196,7 @@ def inject(settings, kind: str, pause_s: float) -> Fault:
 
 def _services_healthy(settings, dsn: str) -> bool:
     from pinpipe.services.broker import broker_is_healthy
-    from pinpipe.services.postgres import postgres_is_healthy
+    from pinpipe.services.pg_common import postgres_is_healthy
     from pinpipe.services.state import read_record
 
     record = read_record(settings.run_dir, "broker")

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pinpipe.config import load_settings
 from pinpipe.processes import pid_is_alive, process_cmdline, process_table
-from pinpipe.services import resolve
+from pinpipe.services import lifecycle
 from pinpipe.services.broker import EmbeddedBroker, cluster_id, free_port
 from pinpipe.services.broker_s3 import BrokerS3Server, load_credentials
 from pinpipe.services.state import read_record
@@ -96,7 +96,7 @@ def _our_processes(settings, broker_address: str) -> list[str]:
 
 def test_acknowledged_records_survive_sigkill_with_the_same_offsets_and_cluster_id(settings):
     try:
-        up = resolve.services_up(settings)
+        up = lifecycle.services_up(settings)
         assert [(s.name, s.healthy) for s in up][:2] == [("broker-s3", True), ("broker", True)]
         assert up[1].new_log and "a new log" in up[1].detail
         broker, s3 = _records(settings)
@@ -105,7 +105,7 @@ def test_acknowledged_records_survive_sigkill_with_the_same_offsets_and_cluster_
         acked = _produce(broker.address, [f"first-{i}".encode() for i in range(300)])
 
         _kill(broker.pid)  # the broker alone: its S3 server keeps running
-        again = resolve.services_up(settings)
+        again = lifecycle.services_up(settings)
         assert again[0].detail.startswith("already running")  # the S3 server
         assert again[1].detail.startswith("started")  # a new broker on the same log
         assert not again[1].new_log and "its log kept" in again[1].detail
@@ -116,12 +116,12 @@ def test_acknowledged_records_survive_sigkill_with_the_same_offsets_and_cluster_
         acked |= _produce(broker.address, [f"second-{i}".encode() for i in range(300)])
         _kill(broker.pid)
         _kill(s3.pid)  # both: the log is in files, not in either process
-        resolve.services_up(settings)
+        lifecycle.services_up(settings)
         broker, s3 = _records(settings)
         assert cluster_id({"bootstrap.servers": broker.address}) == first_id
         assert _fetch_all(broker.address, len(acked)) == acked
     finally:
-        down = resolve.services_down(settings)
+        down = lifecycle.services_down(settings)
 
     assert [(s.name, s.detail.split()[0]) for s in down][:2] == [
         ("broker", "stopped"),
@@ -130,7 +130,7 @@ def test_acknowledged_records_survive_sigkill_with_the_same_offsets_and_cluster_
     assert not pid_is_alive(broker.pid) and not pid_is_alive(s3.pid)
     assert _records(settings) == (None, None)
     assert _our_processes(settings, broker.address) == []
-    status = {s.name: (s.healthy, s.detail.split(";")[0]) for s in resolve.services_status(settings)}
+    status = {s.name: (s.healthy, s.detail.split(";")[0]) for s in lifecycle.services_status(settings)}
     assert status["broker-s3"] == (False, "not running")
     assert status["broker"] == (False, "not running")
 
@@ -152,7 +152,7 @@ def test_an_acknowledgement_waits_for_the_s3_write(settings):
     """Tansu answers a produce request only after the PUT of its batch: with the S3 server
     stopped (SIGSTOP) no acknowledgement comes; it comes once the server runs again."""
     try:
-        resolve.services_up(settings)
+        lifecycle.services_up(settings)
         broker, s3 = _records(settings)
         _produce(broker.address, [b"warm-up"])  # topic metadata and producer id settled
         producer = Producer({"bootstrap.servers": broker.address, "acks": "all", "linger.ms": 0})
@@ -168,7 +168,7 @@ def test_an_acknowledgement_waits_for_the_s3_write(settings):
             os.kill(s3.pid, signal.SIGCONT)
         assert producer.flush(15) == 0 and acked == [None]
     finally:
-        resolve.services_down(settings)
+        lifecycle.services_down(settings)
 
 
 def test_s3_server_needs_the_data_dirs_key_and_keeps_it_out_of_logs(settings, traversable_dir):

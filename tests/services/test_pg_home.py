@@ -15,9 +15,10 @@ import pytest
 
 from pinpipe.config import load_settings
 from pinpipe.processes import pid_is_alive
+from pinpipe.services import lifecycle, resolve
 from pinpipe.services import postgres as postgres_module
-from pinpipe.services import resolve
-from pinpipe.services.postgres import DataDirNotAccessible, EmbeddedPostgres, postgres_bin_dir
+from pinpipe.services.pg_common import DataDirNotAccessible, postgres_bin_dir
+from pinpipe.services.postgres import EmbeddedPostgres
 
 pytestmark = [
     pytest.mark.integration,
@@ -121,21 +122,21 @@ def test_services_up_down_up_in_a_private_dir_keeps_the_data_and_clean_removes_i
         data_dir=private_dir / "data", postgres={"server_home": str(server_home)}
     )
     try:
-        first = resolve.services_up(settings)
+        first = lifecycle.services_up(settings)
         assert [(s.name, s.healthy) for s in first] == [("broker", True), ("postgres", True)]
         with resolve.postgres_dsn(settings) as dsn, psycopg.connect(dsn) as conn:
             conn.execute("CREATE TABLE survives (id int)")
-        status = resolve.services_status(settings)
+        status = lifecycle.services_status(settings)
         relocated = resolve.embedded_postgres(settings).data_dir
         assert f"data in {relocated}" in status[1].detail and str(private_dir) in status[1].detail
-        resolve.services_down(settings)
+        lifecycle.services_down(settings)
 
-        second = resolve.services_up(settings)
+        second = lifecycle.services_up(settings)
         assert [(s.name, s.healthy) for s in second] == [("broker", True), ("postgres", True)]
         with resolve.postgres_dsn(settings) as dsn, psycopg.connect(dsn) as conn:
             assert conn.execute("SELECT to_regclass('survives')").fetchone() == ("survives",)
     finally:
-        removed = resolve.services_clean(settings)
+        removed = lifecycle.services_clean(settings)
     copies = [path for path in removed if Path(path).name.startswith("pginstall-")]
     assert str(relocated.parent) in removed and len(copies) == 1 and len(removed) == 2
     assert list(server_home.iterdir()) == []

@@ -7,12 +7,8 @@ import psycopg
 import pytest
 
 from pinpipe.processes import pid_is_alive, process_cmdline, process_table
-from pinpipe.services.postgres import (
-    EmbeddedPostgres,
-    PostgresStartError,
-    mask_dsn,
-    postgres_is_healthy,
-)
+from pinpipe.services.pg_common import PostgresStartError, mask_dsn, postgres_is_healthy
+from pinpipe.services.postgres import EmbeddedPostgres
 
 
 def _uid_of(pid: int) -> int:

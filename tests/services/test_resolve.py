@@ -7,8 +7,8 @@ import pytest
 from pinpipe.config import load_settings
 from pinpipe.events import all_topics
 from pinpipe.processes import pid_is_alive, process_cmdline
-from pinpipe.services import resolve
-from pinpipe.services.postgres import postgres_is_healthy
+from pinpipe.services import lifecycle, resolve
+from pinpipe.services.pg_common import postgres_is_healthy
 from pinpipe.services.state import ServiceRecord, read_record, write_record
 from pinpipe.services.topics import describe_topics
 
@@ -25,7 +25,7 @@ def settings(traversable_dir):
 
 def test_up_status_down(settings):
     try:
-        up = resolve.services_up(settings)
+        up = lifecycle.services_up(settings)
         assert [(s.name, s.mode, s.healthy) for s in up] == [
             ("broker", "embedded", True),
             ("postgres", "embedded", True),
@@ -39,11 +39,11 @@ def test_up_status_down(settings):
             "t.pin": 2, "t.geo": 2, "t.user": 2, "t.dlq": 2,
         }  # fmt: skip
 
-        again = resolve.services_up(settings)
+        again = lifecycle.services_up(settings)
         assert "already running" in again[0].detail and "already running" in again[1].detail
         assert read_record(settings.run_dir, "broker") == broker_record
 
-        status = resolve.services_status(settings)
+        status = lifecycle.services_status(settings)
         assert [(s.name, s.mode, s.healthy) for s in status] == [
             ("broker", "embedded", True),
             ("postgres", "embedded", True),
@@ -57,7 +57,7 @@ def test_up_status_down(settings):
         with resolve.kafka_bootstrap(settings) as bootstrap:
             assert bootstrap == broker_record.address
     finally:
-        down = resolve.services_down(settings)
+        down = lifecycle.services_down(settings)
 
     assert [(s.name, s.detail.split()[0]) for s in down] == [
         ("broker", "stopped"),
@@ -67,11 +67,11 @@ def test_up_status_down(settings):
     assert not pid_is_alive(postgres_record.pid)
     assert read_record(settings.run_dir, "broker") is None
     assert read_record(settings.run_dir, "postgres") is None
-    assert [(s.name, s.healthy, s.detail) for s in resolve.services_status(settings)] == [
+    assert [(s.name, s.healthy, s.detail) for s in lifecycle.services_status(settings)] == [
         ("broker", False, "not running"),
         ("postgres", False, "not running"),
     ]
-    assert [s.detail for s in resolve.services_down(settings)] == ["not running", "not running"]
+    assert [s.detail for s in lifecycle.services_down(settings)] == ["not running", "not running"]
 
 
 def _pids_running(text: str) -> list[int]:
@@ -115,7 +115,7 @@ def test_configured_services_are_used_and_nothing_is_started(
         assert bootstrap == kafka_bootstrap
     with resolve.postgres_dsn(settings) as dsn:
         assert dsn == pg_dsn
-    status = resolve.services_status(settings)
+    status = lifecycle.services_status(settings)
 
     assert [(s.name, s.mode, s.healthy) for s in status] == [
         ("broker", "external", True),
@@ -129,7 +129,7 @@ def test_record_whose_pid_was_reused_is_ignored(settings):
     # This test process is alive but is not the recorded broker.
     write_record(settings.run_dir, ServiceRecord.now("broker", os.getpid(), "127.0.0.1:1"))
 
-    status = resolve.services_status(settings)
+    status = lifecycle.services_status(settings)
 
     assert (status[0].name, status[0].healthy, status[0].detail) == ("broker", False, "not running")
     assert not (settings.run_dir / "broker.json").exists()

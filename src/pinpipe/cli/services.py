@@ -40,7 +40,7 @@ def services_up(ctx: typer.Context, spark_workers: SparkWorkersOption = None) ->
     import signal
 
     from pinpipe.services.errors import ServiceError
-    from pinpipe.services.resolve import services_up as up
+    from pinpipe.services.lifecycle import services_up as up
 
     interrupted = []
 
@@ -69,7 +69,7 @@ def services_up(ctx: typer.Context, spark_workers: SparkWorkersOption = None) ->
 @services_app.command("down")
 def services_down(ctx: typer.Context) -> None:
     """Stop the embedded services started by `pinpipe services up`."""
-    from pinpipe.services.resolve import services_down as down
+    from pinpipe.services.lifecycle import services_down as down
 
     _print_statuses(down(settings_for(ctx)))
 
@@ -78,7 +78,7 @@ def services_down(ctx: typer.Context) -> None:
 def services_clean(ctx: typer.Context) -> None:
     """Stop the embedded services and remove what pinpipe keeps for them outside data_dir
     (`make clean` runs this; it then removes data_dir)."""
-    from pinpipe.services.resolve import services_clean as clean
+    from pinpipe.services.lifecycle import services_clean as clean
 
     for path in clean(settings_for(ctx)):
         console.print(f"removed {path}")
@@ -87,7 +87,7 @@ def services_clean(ctx: typer.Context) -> None:
 @services_app.command("status")
 def services_status(ctx: typer.Context) -> None:
     """Show each service, its address and its health."""
-    from pinpipe.services.resolve import services_status as status
+    from pinpipe.services.lifecycle import services_status as status
 
     statuses = status(settings_for(ctx))
     _print_statuses(statuses)

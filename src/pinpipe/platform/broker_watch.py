@@ -44,7 +44,7 @@ class BrokerWatch:
         when it was restarted, else None."""
         from pinpipe.processes import pid_is_alive
         from pinpipe.services.errors import ServiceError
-        from pinpipe.services.resolve import restart_embedded_broker
+        from pinpipe.services.lifecycle import restart_embedded_broker
         from pinpipe.services.state import read_record
 
         now = time.monotonic()

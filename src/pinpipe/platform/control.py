@@ -111,7 +111,7 @@ def status_rows(settings: Settings, sample_s: float = 1.0) -> list[dict] | None:
 def _postgres_answers(settings: Settings) -> tuple[bool, int | None]:
     """Whether PostgreSQL answers a query, and the embedded server's current pid (None when
     external or not running)."""
-    from pinpipe.services.postgres import postgres_is_healthy
+    from pinpipe.services.pg_common import postgres_is_healthy
 
     if settings.postgres.dsn is not None:
         return postgres_is_healthy(settings.postgres.dsn.get_secret_value(), timeout=2.0), None

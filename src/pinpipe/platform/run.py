@@ -116,10 +116,10 @@ def print_losses(console: Console, lost: list[dict]) -> None:
 
 def start_services(settings: Settings, event: Event) -> tuple[list[ServiceStatus], list[str]]:
     """The broker and PostgreSQL, started unless configured external or already running
-    (:func:`pinpipe.services.resolve.services_up`). Returns their statuses and the names of the
+    (:func:`pinpipe.services.lifecycle.services_up`). Returns their statuses and the names of the
     embedded ones started now: those are the caller's to stop (:func:`stop_services`). When
     one fails, those started here are stopped again (``event`` is told) before it raises."""
-    from pinpipe.services.resolve import services_up
+    from pinpipe.services.lifecycle import services_up
 
     statuses = services_up(settings, event)
     return statuses, [s.name for s in statuses if s.started_now]
@@ -127,7 +127,7 @@ def start_services(settings: Settings, event: Event) -> tuple[list[ServiceStatus
 
 def stop_services(settings: Settings, names: list[str], event: Event) -> None:
     """Stop the embedded services ``names`` (as returned by :func:`start_services`)."""
-    from pinpipe.services.resolve import stop_embedded
+    from pinpipe.services.lifecycle import stop_embedded
 
     stop_embedded(settings, names, event)
 

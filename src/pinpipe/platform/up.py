@@ -1,7 +1,7 @@
 """``pinpipe up`` / ``status`` / ``down``: the whole platform from one command.
 
 ``up`` starts, in order and health-checked, everything not configured as external: broker and
-PostgreSQL (:func:`pinpipe.services.resolve.services_up`), the schema migrations, the ingest
+PostgreSQL (:func:`pinpipe.services.lifecycle.services_up`), the schema migrations, the ingest
 API, the lake sink, the stream job, the dashboard, optionally the emulator; it runs the batch
 job every ``--batch-every`` (or leaves it to Airflow), supervises the processes
 (:mod:`pinpipe.platform.supervisor`) and the embedded broker (:mod:`pinpipe.platform.broker_watch`) and, on Ctrl-C or SIGTERM (or when ``--duration`` is up), stops

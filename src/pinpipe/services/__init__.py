@@ -14,24 +14,22 @@ from pinpipe.services.broker import (
     broker_is_healthy,
 )
 from pinpipe.services.errors import ServiceError
-from pinpipe.services.postgres import (
+from pinpipe.services.lifecycle import services_down, services_status, services_up
+from pinpipe.services.pg_common import (
     DataDirNotAccessible,
-    EmbeddedPostgres,
     PostgresError,
     PostgresStartError,
     mask_dsn,
     postgres_is_healthy,
 )
+from pinpipe.services.postgres import EmbeddedPostgres
 from pinpipe.services.resolve import (
-    ServiceStatus,
     broker_log_is_durable,
     kafka_bootstrap,
     postgres_dsn,
-    services_down,
-    services_status,
-    services_up,
 )
 from pinpipe.services.state import ServiceRecord, read_record, remove_record, write_record
+from pinpipe.services.status import ServiceStatus
 from pinpipe.services.topics import TopicError, delete_topics, describe_topics, ensure_topics
 
 __all__ = [

