@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import signal
 import threading
 from collections.abc import Iterator
 
@@ -57,6 +56,7 @@ from pinpipe.lake.broker_loss import ensure_pipeline_topics
 from pinpipe.lake.consumer import LakeSink
 from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.parquet import SinkStats
+from pinpipe.processes import stop_on_signals
 
 __all__ = ["LakeSink", "SinkStats", "ensure_pipeline_topics", "run_sink"]
 
@@ -78,17 +78,10 @@ def run_sink(
     if metrics_port is not None:
         metrics.serve(metrics_port)
     sink = LakeSink(settings, bootstrap, stop_event, metrics)
-    owns_process = threading.current_thread() is threading.main_thread()
-    previous: dict[int, object] = {}
-    if owns_process:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda *_: stop_event.set())
-    try:
-        with _collector_tuned() if owns_process else contextlib.nullcontext():
-            return sink.run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    if threading.current_thread() is not threading.main_thread():
+        return sink.run()  # a thread of a test or a bench: the process is not ours to tune
+    with stop_on_signals(stop_event), _collector_tuned():
+        return sink.run()
 
 
 @contextlib.contextmanager

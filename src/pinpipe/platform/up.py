@@ -57,7 +57,7 @@ from pinpipe.platform.supervisor import (
     RestartPolicy,
     Supervisor,
 )
-from pinpipe.processes import end_process_group
+from pinpipe.processes import end_process_group, stop_on_signals
 
 if TYPE_CHECKING:
     pass
@@ -77,95 +77,93 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> int:
     if not may_start(settings, console):
         return 1
     run = UpRun(settings, options, console)
-    previous = {s: signal.signal(s, lambda *_: run.stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    policy = RestartPolicy(settings.up.restart_backoff_s, settings.up.restart_backoff_max_s,
-                           settings.up.max_restarts, settings.up.restart_window_s)  # fmt: skip
-    run.supervisor = Supervisor(policy, run.event)
-    code = 0
-    try:
-        run.ports = choose_ports(settings)
-        save_state(run, "starting")
-        console.print("[cyan]services[/] starting broker and PostgreSQL (those not configured external)")
-        statuses, run.started_services = start_services(settings, run.event)
-        run.services = [status.name for status in statuses]
-        for status in statuses:
-            record = read_record(settings.run_dir, status.name) if status.mode == "embedded" else None
-            run.components.append(Component(status.name, status.address, pid=record.pid if record else None,
-                                            note=status.mode))
-        if not all(s.healthy for s in statuses):
-            console.print("[red]a service is not healthy[/]; see the table")
-            print_table(run)
-            return 1
-        bootstrap = run.bootstrap = next(s.address for s in statuses if s.name == "broker")
-        broker = next(c for c in run.components if c.name == "broker")
-        if broker.pid is not None:
-            run.broker_watch = BrokerWatch(settings, broker.pid, int(bootstrap.rsplit(":", 1)[1]), run.event)
-        run.dsn = _resolved_dsn(settings)
-        applied = apply_migrations(run.dsn)
-        run.reader_dsn = reader_dsn(settings, run.dsn)
-        console.print(f"[cyan]migrations[/] schema pinpipe up to date ({len(applied)} applied now)")
-        run.pg_started_at = _pg_now(run.dsn)
-        # A new log (memory storage, or a durable one created now) starts its offsets at 0.
-        if any(status.name == "broker" and status.started_now and status.new_log for status in statuses):
-            _archive_stale_state(run)
-        save_state(run, "starting")
-        shutil.rmtree(settings.run_dir / EMULATOR_STATS_DIR, ignore_errors=True)  # only this run's counts
-        new_stream_query = options.stream and checkpoint_is_empty(settings)
-        for spec, component in specs(run, bootstrap):
-            if run.stop.is_set():
-                raise HealthTimeout("interrupted while starting")
-            if spec.name == "emulator" and new_stream_query:
-                wait_for_first_micro_batch(run)
-            console.print(f"[cyan]{spec.name}[/] starting")
-            child = run.supervisor.start(spec, timeout_s=settings.up.health_timeout_s, stop=run.stop)
-            component.pid = child.pid
-            run.components.append(component)
+    with stop_on_signals(run.stop):  # Ctrl-C and SIGTERM stop the run, in order
+        policy = RestartPolicy(settings.up.restart_backoff_s, settings.up.restart_backoff_max_s,
+                               settings.up.max_restarts, settings.up.restart_window_s)  # fmt: skip
+        run.supervisor = Supervisor(policy, run.event)
+        code = 0
+        try:
+            run.ports = choose_ports(settings)
             save_state(run, "starting")
-        if options.batch_every_s:
-            run.components.append(Component("batch", f"every {options.batch_every_s:g} s", note="logs/batch.log"))
-        else:
-            run.components.append(Component("batch", "-", note="not scheduled: `pinpipe batch` or Airflow"))
-        save_state(run, "running")
-        print_table(run)
-        if options.duration_s is not None:
-            console.print(f"Runs for {options.duration_s:g} s, then stops; Ctrl-C (or `pinpipe down`) stops it sooner.")
-        else:
-            console.print("Ctrl-C (or `pinpipe down`) stops everything.")
-        env = child_env(settings, bootstrap, run.dsn)
-        run.running_since = time.monotonic()
+            console.print("[cyan]services[/] starting broker and PostgreSQL (those not configured external)")
+            statuses, run.started_services = start_services(settings, run.event)
+            run.services = [status.name for status in statuses]
+            for status in statuses:
+                record = read_record(settings.run_dir, status.name) if status.mode == "embedded" else None
+                run.components.append(Component(status.name, status.address, pid=record.pid if record else None,
+                                                note=status.mode))
+            if not all(s.healthy for s in statuses):
+                console.print("[red]a service is not healthy[/]; see the table")
+                print_table(run)
+                return 1
+            bootstrap = run.bootstrap = next(s.address for s in statuses if s.name == "broker")
+            broker = next(c for c in run.components if c.name == "broker")
+            if broker.pid is not None:
+                run.broker_watch = BrokerWatch(settings, broker.pid, int(bootstrap.rsplit(":", 1)[1]), run.event)
+            run.dsn = _resolved_dsn(settings)
+            applied = apply_migrations(run.dsn)
+            run.reader_dsn = reader_dsn(settings, run.dsn)
+            console.print(f"[cyan]migrations[/] schema pinpipe up to date ({len(applied)} applied now)")
+            run.pg_started_at = _pg_now(run.dsn)
+            # A new log (memory storage, or a durable one created now) starts its offsets at 0.
+            if any(status.name == "broker" and status.started_now and status.new_log for status in statuses):
+                _archive_stale_state(run)
+            save_state(run, "starting")
+            shutil.rmtree(settings.run_dir / EMULATOR_STATS_DIR, ignore_errors=True)  # only this run's counts
+            new_stream_query = options.stream and checkpoint_is_empty(settings)
+            for spec, component in specs(run, bootstrap):
+                if run.stop.is_set():
+                    raise HealthTimeout("interrupted while starting")
+                if spec.name == "emulator" and new_stream_query:
+                    wait_for_first_micro_batch(run)
+                console.print(f"[cyan]{spec.name}[/] starting")
+                child = run.supervisor.start(spec, timeout_s=settings.up.health_timeout_s, stop=run.stop)
+                component.pid = child.pid
+                run.components.append(component)
+                save_state(run, "starting")
+            if options.batch_every_s:
+                run.components.append(Component("batch", f"every {options.batch_every_s:g} s", note="logs/batch.log"))
+            else:
+                run.components.append(Component("batch", "-", note="not scheduled: `pinpipe batch` or Airflow"))
+            save_state(run, "running")
+            print_table(run)
+            if options.duration_s is not None:
+                console.print(f"Runs for {options.duration_s:g} s, then stops; Ctrl-C (or `pinpipe down`) stops it sooner.")
+            else:
+                console.print("Ctrl-C (or `pinpipe down`) stops everything.")
+            env = child_env(settings, bootstrap, run.dsn)
+            run.running_since = time.monotonic()
 
-        def tick() -> None:
-            duration_tick(run)
-            batch_tick(run, env)
-            if run.broker_watch is not None and (pid := run.broker_watch.tick()) is not None:
-                for component in run.components:
-                    if component.name == "broker":
-                        component.pid = pid
-                save_state(run, "running")
-            for component in run.components:  # keep restarted pids current for `pinpipe status`
-                child = run.supervisor.children.get(component.name)
-                if child is not None and child.pid != component.pid:
-                    component.pid = child.pid
+            def tick() -> None:
+                duration_tick(run)
+                batch_tick(run, env)
+                if run.broker_watch is not None and (pid := run.broker_watch.tick()) is not None:
+                    for component in run.components:
+                        if component.name == "broker":
+                            component.pid = pid
                     save_state(run, "running")
+                for component in run.components:  # keep restarted pids current for `pinpipe status`
+                    child = run.supervisor.children.get(component.name)
+                    if child is not None and child.pid != component.pid:
+                        component.pid = child.pid
+                        save_state(run, "running")
 
-        run.supervisor.watch(run.stop, tick=tick)
-    except GaveUp as error:
-        console.print(f"[bold red]giving up:[/] {error}")
-        run.stopped_by, code = "gave up", 1
-    except HealthTimeout as error:
-        if run.stop.is_set():
-            console.print("[yellow]interrupted while starting[/]")
-            code = INTERRUPTED
-        else:
-            console.print(f"[bold red]failed to start:[/] {error}")
-            run.stopped_by, code = "failed to start", 1
-    except Exception as error:  # a service that cannot start, a failed migration, a bug
-        report_failure(console, settings, "pinpipe up", error)
-        run.stopped_by, code = "failed", 1
-    finally:
-        _shutdown(run)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            run.supervisor.watch(run.stop, tick=tick)
+        except GaveUp as error:
+            console.print(f"[bold red]giving up:[/] {error}")
+            run.stopped_by, code = "gave up", 1
+        except HealthTimeout as error:
+            if run.stop.is_set():
+                console.print("[yellow]interrupted while starting[/]")
+                code = INTERRUPTED
+            else:
+                console.print(f"[bold red]failed to start:[/] {error}")
+                run.stopped_by, code = "failed to start", 1
+        except Exception as error:  # a service that cannot start, a failed migration, a bug
+            report_failure(console, settings, "pinpipe up", error)
+            run.stopped_by, code = "failed", 1
+        finally:
+            _shutdown(run)
     return code
 
 
