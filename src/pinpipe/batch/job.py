@@ -48,14 +48,18 @@ QUALITY_REPORT = "_quality_report.json"
 PARTITION = "dt"
 
 
-def lake_root(settings: Settings) -> str:
-    """The lake root as Spark reads it: ``lake.root`` or ``<data_dir>/lake``."""
-    root = settings.lake.root or str(settings.data_dir / "lake")
+def spark_lake_root(settings: Settings) -> str:
+    """The lake's root (:func:`pinpipe.lake.storage.lake_root`) as Spark reads it: ``s3a://``
+    for an ``s3://`` lake (Hadoop's S3 connector)."""
+    from pinpipe.lake.storage import lake_root
+
+    root = lake_root(settings)
     return "s3a://" + root.removeprefix("s3://") if root.startswith("s3://") else root.rstrip("/")
 
 
 def lake_path(settings: Settings, *parts: str) -> str:
-    return "/".join([lake_root(settings), *parts])
+    """A path under the lake, as Spark reads it."""
+    return "/".join([spark_lake_root(settings), *parts])
 
 
 def date_range(first: date, last: date) -> list[date]:
