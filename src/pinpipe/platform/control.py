@@ -112,15 +112,13 @@ def _postgres_answers(settings: Settings) -> tuple[bool, int | None]:
     """Whether PostgreSQL answers a query, and the embedded server's current pid (None when
     external or not running)."""
     from pinpipe.services.pg_common import postgres_is_healthy
+    from pinpipe.services.resolve import running_postgres
 
-    if settings.postgres.dsn is not None:
-        return postgres_is_healthy(settings.postgres.dsn.get_secret_value(), timeout=2.0), None
-    from pinpipe.services.resolve import embedded_postgres
-
-    server = embedded_postgres(settings)
-    if not server.attach():
+    running = running_postgres(settings)
+    if running is None:
         return False, None
-    return postgres_is_healthy(server.dsn, timeout=2.0), server.pid
+    dsn, pid = running
+    return postgres_is_healthy(dsn, timeout=2.0), pid
 
 
 def print_status(settings: Settings, console: Console) -> int:

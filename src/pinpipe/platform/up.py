@@ -203,14 +203,12 @@ def _archive_stale_state(run: UpRun) -> None:
 
 
 def _resolved_dsn(settings: Settings) -> str:
-    if settings.postgres.dsn is not None:
-        return settings.postgres.dsn.get_secret_value()
-    from pinpipe.services.resolve import embedded_postgres
+    from pinpipe.services.resolve import running_postgres
 
-    server = embedded_postgres(settings)
-    if not server.attach():
+    running = running_postgres(settings)
+    if running is None:
         raise HealthTimeout("the embedded PostgreSQL is not running")
-    return server.dsn
+    return running[0]
 
 
 def _shutdown(run: UpRun) -> None:

@@ -47,6 +47,17 @@ def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
     )
 
 
+def running_postgres(settings: Settings) -> tuple[str, int | None] | None:
+    """The DSN of the PostgreSQL already there, and the embedded server's current pid: the
+    configured one (pid None), else the embedded one found running; None when it is not."""
+    if settings.postgres.dsn is not None:
+        return settings.postgres.dsn.get_secret_value(), None
+    server = embedded_postgres(settings)
+    if not server.attach():
+        return None
+    return server.dsn, server.pid
+
+
 def placement(server: EmbeddedPostgres) -> str:
     """Where the server's data lives, said plainly when it is not where the settings put it."""
     if server.relocated:
