@@ -32,8 +32,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pinpipe.config import load_settings
-from pinpipe.ingest.errors import IngestError
-from pinpipe.ingest.publisher import Message, Publisher
+from pinpipe.ingest.delivery import Message, PublishError
+from pinpipe.ingest.publisher import Publisher
 from pinpipe.lake.logs import LogLedger, ack_recorder
 from pinpipe.lake.sink import ensure_pipeline_topics, run_sink
 from pinpipe.lake.storage import LakeStorage
@@ -57,7 +57,7 @@ async def post(publisher: Publisher, rate: float, seconds: float, counter: list[
             sent += due
             try:
                 counter[0] += len(await publisher.publish(batch))
-            except IngestError:
+            except PublishError:  # 503/429/502 at the API
                 counter[1] += len(batch)
         await asyncio.sleep(step)
 

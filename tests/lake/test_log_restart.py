@@ -93,7 +93,8 @@ def publish(env: LakeEnv, topic: str, records: list[bytes], broker: EmbeddedBrok
     """Through the ingest API's publisher, which records what it got acknowledged in the ledger."""
     import asyncio
 
-    from pinpipe.ingest.publisher import Message, Publisher
+    from pinpipe.ingest.delivery import Message
+    from pinpipe.ingest.publisher import Publisher
     from pinpipe.lake.logs import ack_recorder
 
     publisher = Publisher({"bootstrap.servers": env.bootstrap}, on_acked=ack_recorder(env.settings()))

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pinpipe.errors import TerminalError
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
@@ -66,7 +68,7 @@ class QualityReport:
         return json.dumps({**document, "figures": self.figures}, indent=2, default=str)
 
 
-class QualityError(RuntimeError):
+class QualityError(TerminalError):
     """A batch run failed its data-quality checks; ``report`` holds every check."""
 
     def __init__(self, report: QualityReport) -> None:

@@ -122,9 +122,7 @@ def stream(
     log_to_stderr(log_level)
     settings = settings_for(ctx, speed__trigger_s=trigger_s, speed__checkpoint_dir=checkpoint_dir)
     with stop_on_signals() as stop, kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
-        # trigger_s: the resolved setting, until run_stream reads it from the settings itself.
-        run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s, stop_event=stop,
-                   metrics_port=metrics_port)
+        run_stream(settings, bootstrap, dsn, stop_event=stop, metrics_port=metrics_port)
 
 
 @lake_app.command("ls")

@@ -19,10 +19,10 @@ from pinpipe.config import Settings
 from pinpipe.ingest.errors import install_error_handlers
 from pinpipe.ingest.limits import HeaderLimitMiddleware
 from pinpipe.ingest.metrics import IngestMetrics, RequestMetricsMiddleware
+from pinpipe.ingest.openapi import install_openapi
 from pinpipe.ingest.publisher import Publisher
 from pinpipe.ingest.records import Ingestor
 from pinpipe.ingest.routes import health, kinesis, kinesis_admin, legacy, native, rest_proxy
-from pinpipe.ingest.schemas import install_openapi
 from pinpipe.ingest.streams import StreamAdmin
 
 logger = logging.getLogger(__name__)

@@ -39,6 +39,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from pinpipe.errors import PinpipeError
+from pinpipe.ingest.delivery import BrokerUnavailable, PublishError, QueueFull
+
 logger = logging.getLogger(__name__)
 
 UNAUTHORIZED = 40101
@@ -52,10 +55,11 @@ BROKER_UNAVAILABLE = 50301
 BROKER_REFUSED = 50201
 
 
-class IngestError(Exception):
+class IngestError(PinpipeError):
     """A request that cannot be served; becomes a proxy-style error answer.
 
-    ``retriable`` is True when the same request may succeed later (429/503).
+    ``transient`` (and ``retriable``, its HTTP reading) is True when the same request may
+    succeed later (429/503).
     """
 
     def __init__(
@@ -65,7 +69,7 @@ class IngestError(Exception):
         message: str,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, transient=status in (429, 503))
         self.status = status
         self.error_code = error_code
         self.message = message
@@ -73,7 +77,17 @@ class IngestError(Exception):
 
     @property
     def retriable(self) -> bool:
-        return self.status in (429, 503)
+        return self.transient
+
+    @classmethod
+    def of_publish(cls, error: PublishError) -> IngestError:
+        """The HTTP answer to a publish that failed: the one place a broker's trouble becomes a
+        status (503/429 with ``Retry-After`` when transient, 502 when the broker refused)."""
+        if isinstance(error, BrokerUnavailable):
+            return cls(503, BROKER_UNAVAILABLE, str(error), {"Retry-After": str(error.retry_after_s)})
+        if isinstance(error, QueueFull):
+            return cls(429, QUEUE_FULL, str(error), {"Retry-After": str(error.retry_after_s)})
+        return cls(502, BROKER_REFUSED, str(error))
 
 
 class KinesisError(Exception):
@@ -120,6 +134,11 @@ def _generic_message(status: int) -> str:
 async def _ingest_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, IngestError)
     return error_response(exc.status, exc.error_code, exc.message, exc.headers)
+
+
+async def _publish_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, PublishError)
+    return await _ingest_error(request, IngestError.of_publish(exc))
 
 
 async def _kinesis_error(request: Request, exc: Exception) -> Response:
@@ -174,6 +193,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Make every error answer proxy-style, including FastAPI's and Starlette's own (Kinesis
     errors in their own shape)."""
     app.add_exception_handler(IngestError, _ingest_error)
+    app.add_exception_handler(PublishError, _publish_error)
     app.add_exception_handler(KinesisError, _kinesis_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -24,20 +24,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from pinpipe.ingest.errors import (
-    BROKER_REFUSED,
-    BROKER_UNAVAILABLE,
-    QUEUE_FULL,
-    IngestError,
+from pinpipe.ingest.delivery import (
+    BrokerRefused,
+    BrokerUnavailable,
+    Delivery,
+    Message,
+    PendingBatch,
+    QueueFull,
 )
 
 logger = logging.getLogger(__name__)
+
+ACKED_EVERY_S = 5.0
 
 # Delivery errors that say "the broker (or the way to it) is in trouble", not "this record".
 _TRANSIENT = {
@@ -72,82 +75,6 @@ _RENEW = {
     KafkaError.INVALID_PRODUCER_EPOCH,
     KafkaError.INVALID_PRODUCER_ID_MAPPING,
 }
-
-
-class BrokerUnavailable(IngestError):
-    """Nothing (or not everything) was acknowledged because the broker is unreachable: 503."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(503, BROKER_UNAVAILABLE, message, {"Retry-After": str(retry_after_s)})
-
-
-class QueueFull(IngestError):
-    """The producer's local queue is full: 429, the client should slow down."""
-
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(
-            429,
-            QUEUE_FULL,
-            "Producer queue full; retry later.",
-            {"Retry-After": str(retry_after_s)},
-        )
-
-
-class BrokerRefused(IngestError):
-    """The broker refused a record for a non-transient reason (e.g. too large for it): 502."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(502, BROKER_REFUSED, f"The broker refused a record: {reason}")
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One record to produce."""
-
-    topic: str
-    value: bytes
-    key: bytes | None = None
-    headers: list[tuple[str, bytes]] | None = None
-
-
-ACKED_EVERY_S = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """Where an acknowledged record landed."""
-
-    partition: int
-    offset: int
-
-
-class _Batch:
-    """The delivery reports of one request's records; completed from the poll thread."""
-
-    __slots__ = ("future", "loop", "remaining", "reports")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[list[Any]] = loop.create_future()
-        self.remaining = size
-        self.reports: list[Any] = [None] * size
-
-    def deliver(self, index: int, error: KafkaError | None, message: Any) -> None:
-        # Runs in the poll thread only, so the counter needs no lock.
-        self.reports[index] = (
-            error if error is not None else Delivery(message.partition(), message.offset())
-        )
-        self.remaining -= 1
-        if self.remaining == 0:
-            try:
-                self.loop.call_soon_threadsafe(_resolve, self.future, self.reports)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
-
-
-def _resolve(future: asyncio.Future[list[Any]], reports: list[Any]) -> None:
-    if not future.done():
-        future.set_result(reports)
 
 
 class Publisher:
@@ -291,15 +218,16 @@ class Publisher:
     async def publish(self, messages: Sequence[Message]) -> list[Delivery]:
         """Produce ``messages`` and wait until the broker acknowledged every one of them.
 
-        Returns their deliveries in order. Raises :class:`BrokerUnavailable` (503),
-        :class:`QueueFull` (429) or :class:`BrokerRefused` (502); then some records may have
-        been written, none is reported as written.
+        Returns their deliveries in order. Raises a :class:`~pinpipe.ingest.delivery.PublishError`
+        (transient :class:`BrokerUnavailable` or :class:`QueueFull`, terminal
+        :class:`BrokerRefused`); then some records may have been written, none is reported as
+        written.
         """
         if not messages:
             return []
         if not self.available:
             raise BrokerUnavailable("Kafka broker unavailable; retry later.", self.retry_after_s)
-        batch = _Batch(asyncio.get_running_loop(), len(messages))
+        batch = PendingBatch(asyncio.get_running_loop(), len(messages))
         deliver = batch.deliver
         with self._lock:
             producer = self._producer

@@ -34,9 +34,10 @@ from typing import Any
 import orjson
 
 from pinpipe.events import InvalidRecord, Table, format_utc, record_key, topic_name, validate_raw
+from pinpipe.ingest.delivery import Message, PublishError
 from pinpipe.ingest.errors import TOO_LARGE, IngestError
 from pinpipe.ingest.metrics import IngestMetrics
-from pinpipe.ingest.publisher import Message, Publisher
+from pinpipe.ingest.publisher import Publisher
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ class Ingestor:
             rejected[index] = record.error
         try:
             deliveries = await self._publish(messages)
-        except IngestError:
+        except PublishError:
             self._count(Counter((record.table, "failed") for record in records))
             raise
         outcomes: list[Outcome] = []

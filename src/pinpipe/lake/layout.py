@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from pinpipe.errors import TerminalError
 from pinpipe.events import DLQ_SUFFIX, Table
 
 RAW_DIR = "raw"
@@ -26,7 +27,7 @@ MS_PER_DAY = 86_400_000
 _EPOCH = date(1970, 1, 1)
 
 
-class UnknownTopic(ValueError):
+class UnknownTopic(TerminalError, ValueError):
     """The topic is not one of the pipeline's topics (no table to put it in)."""
 
 

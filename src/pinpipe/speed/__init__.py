@@ -3,7 +3,7 @@
 ``pinpipe stream`` calls :func:`run_stream` inside the services' context managers::
 
     with kafka_bootstrap(settings) as bootstrap, postgres_dsn(settings) as dsn:
-        run_stream(settings, bootstrap, dsn, trigger_s=settings.speed.trigger_s)
+        run_stream(settings, bootstrap, dsn)
 
 Importing this package starts no JVM; pyspark is imported when a job runs.
 """

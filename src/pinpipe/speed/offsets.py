@@ -65,6 +65,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from pinpipe.errors import TerminalError, TransientError
+
 log = logging.getLogger(__name__)
 
 OffsetMap = dict[str, dict[str, int]]
@@ -75,8 +77,8 @@ LOG_KEY = "@log"
 """The key of the log mark in a stored offset map (see the module docstring)."""
 
 
-class BrokerUnavailable(RuntimeError):
-    """The broker did not answer a metadata or offset request in time (transient)."""
+class BrokerUnavailable(TransientError):
+    """The broker did not answer a metadata or offset request in time."""
 
 
 def split_log(stored: dict) -> tuple[OffsetMap, dict]:
@@ -99,8 +101,8 @@ def mark_log(offsets: OffsetMap, cluster: str | None, first: OffsetMap | None = 
     return {**offsets, LOG_KEY: mark}
 
 
-class OffsetSpecError(ValueError):
-    """``startingOffsets`` is not ``earliest``, ``latest`` or a JSON offset map (terminal)."""
+class OffsetSpecError(TerminalError, ValueError):
+    """``startingOffsets`` is not ``earliest``, ``latest`` or a JSON offset map."""
 
 
 def parse_starting_offsets(spec: str | None) -> str | OffsetMap:

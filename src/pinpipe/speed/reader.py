@@ -31,6 +31,7 @@ from typing import Any
 
 from pyspark.sql.datasource import InputPartition
 
+from pinpipe.errors import TerminalError
 from pinpipe.speed.journal import LostRange, SourceJournal, describe, ensure_log_handler
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,9 @@ _CHECK_AFTER_S = 2.0  # no records for this long: ask the broker what is going o
 _WAIT_LOG_EVERY_S = 30.0
 
 
-class KafkaSourceError(RuntimeError):
-    """Reading a planned offset range failed (records missing or broker unreachable)."""
+class KafkaSourceError(TerminalError):
+    """Reading a planned offset range failed for good: records missing, or the broker gone for
+    longer than the source waits (its transient trouble is waited out before this is raised)."""
 
 
 @dataclass(frozen=True)

@@ -346,7 +346,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         if not groups and not self._warmed_up:
             # A query's first tasks start the Python workers that read. Paying for that on an
             # empty task while no records wait keeps it out of the first records' latency (the
-            # stream job warms the JVM side before the query: pinpipe.speed.job.warm_up).
+            # stream job warms the JVM side before the query: pinpipe.speed.warmup).
             groups = [()]
         self._warmed_up = True
         return [KafkaInputPartition(group, cluster) for group in groups]

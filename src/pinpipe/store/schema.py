@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 
+from pinpipe.errors import TerminalError
 from pinpipe.events import Table
 
 SCHEMA = "pinpipe"
@@ -36,8 +37,8 @@ _LOCK_KEY = 0x70696E70  # "pinp": the advisory lock held while migrating
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(RuntimeError):
-    """An applied migration's file changed, or the files are misnumbered (terminal)."""
+class MigrationError(TerminalError):
+    """An applied migration's file changed, or the files are misnumbered."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from starlette.responses import Response
 
 from pinpipe.ingest.deps import PublisherDep
 from pinpipe.ingest.metrics import CONTENT_TYPE
-from pinpipe.ingest.schemas import HealthReply, ReadyReply, error_responses
+from pinpipe.ingest.openapi import error_responses
+from pinpipe.ingest.schemas import HealthReply, ReadyReply
 
 router = APIRouter(tags=["Health"])
 

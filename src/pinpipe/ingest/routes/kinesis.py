@@ -32,14 +32,13 @@ from pinpipe.ingest.body import (
 )
 from pinpipe.ingest.deps import IngestorDep, SettingsDep
 from pinpipe.ingest.errors import INVALID_RECORD, INVALID_REQUEST, NOT_FOUND, IngestError
+from pinpipe.ingest.openapi import error_responses, request_body
 from pinpipe.ingest.records import Incoming
 from pinpipe.ingest.schemas import (
     KinesisBatchReply,
     KinesisPutRecord,
     KinesisPutRecords,
     KinesisRecordReply,
-    error_responses,
-    request_body,
 )
 from pinpipe.ingest.streams import shard_id, table_of
 

@@ -26,14 +26,13 @@ from pinpipe.ingest.auth import require_api_key
 from pinpipe.ingest.body import JSON, media_type, read_body
 from pinpipe.ingest.deps import PublisherDep, SettingsDep, StreamAdminDep
 from pinpipe.ingest.errors import IngestError, KinesisError
+from pinpipe.ingest.openapi import kinesis_error_responses, request_body
 from pinpipe.ingest.publisher import Publisher
 from pinpipe.ingest.schemas import (
     KinesisCreateStream,
     KinesisDescribeStreamReply,
     KinesisEmptyReply,
     KinesisListStreamsReply,
-    kinesis_error_responses,
-    request_body,
 )
 from pinpipe.ingest.streams import (
     NAME_MAX_LENGTH,

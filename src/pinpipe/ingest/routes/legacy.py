@@ -16,8 +16,9 @@ from pinpipe.ingest.auth import require_api_key
 from pinpipe.ingest.body import JSON, parse_json, read_body, require_media_type
 from pinpipe.ingest.deps import IngestorDep, SettingsDep
 from pinpipe.ingest.errors import INVALID_RECORD, IngestError
+from pinpipe.ingest.openapi import error_responses, request_body
 from pinpipe.ingest.records import Incoming
-from pinpipe.ingest.schemas import RecordResult, error_responses, request_body
+from pinpipe.ingest.schemas import RecordResult
 
 router = APIRouter(tags=["Legacy FastAPI"], dependencies=[Depends(require_api_key)])
 

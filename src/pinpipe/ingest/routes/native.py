@@ -32,8 +32,9 @@ from pinpipe.ingest.body import (
 )
 from pinpipe.ingest.deps import IngestorDep, SettingsDep
 from pinpipe.ingest.errors import INVALID_REQUEST, IngestError
+from pinpipe.ingest.openapi import error_responses, request_body
 from pinpipe.ingest.records import Incoming
-from pinpipe.ingest.schemas import NativeEvent, NativeReply, error_responses, request_body
+from pinpipe.ingest.schemas import NativeEvent, NativeReply
 
 router = APIRouter(prefix="/v1", tags=["Native"], dependencies=[Depends(require_api_key)])
 

@@ -31,14 +31,9 @@ from pinpipe.ingest.body import (
 )
 from pinpipe.ingest.deps import IngestorDep, PublisherDep, SettingsDep
 from pinpipe.ingest.errors import INVALID_RECORD, NOT_FOUND, IngestError
+from pinpipe.ingest.openapi import error_responses, request_body
 from pinpipe.ingest.records import Incoming
-from pinpipe.ingest.schemas import (
-    RestProxyReply,
-    RestProxyRequest,
-    TopicInfo,
-    error_responses,
-    request_body,
-)
+from pinpipe.ingest.schemas import RestProxyReply, RestProxyRequest, TopicInfo
 
 router = APIRouter(
     prefix="/topics", tags=["Kafka REST Proxy v2"], dependencies=[Depends(require_api_key)]
