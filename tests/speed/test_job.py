@@ -124,8 +124,8 @@ def test_late_events_update_their_window_until_the_watermark(
 def test_the_warm_up_feeds_the_stream_plan_records_shaped_as_the_source_gives_them(spark):
     from pyspark.sql.types import StructType
 
-    from pinpipe.speed.warmup import warm_up_records
     from pinpipe.speed.source import KAFKA_SCHEMA
+    from pinpipe.speed.warmup import warm_up_records
 
     settings = speed_settings("warm")
     records = warm_up_records(spark, settings, rows=4)
