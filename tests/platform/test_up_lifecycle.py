@@ -25,7 +25,7 @@ from pinpipe.config import load_settings
 from pinpipe.processes import pid_is_alive
 from pinpipe.services.resolve import postgres_dsn
 from tests.speed.conftest import TEST_WARMUP_ROWS
-from tests.test_up import lake_values, read_state, until
+from tests.platform.test_up import lake_values, read_state, until
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pinpipe.lake.layout import parse_file_name
-from tests.test_up import lake_values, read_state, until
-from tests.test_up_lifecycle import health, pinpipe, processes_left
+from tests.platform.test_up import lake_values, read_state, until
+from tests.platform.test_up_lifecycle import health, pinpipe, processes_left
 
 pytestmark = pytest.mark.integration
 

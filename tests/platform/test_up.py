@@ -182,7 +182,7 @@ def _ready(url: str) -> bool:
 
 def test_up_with_a_duration_stops_by_itself_after_the_emulator_finished(traversable_dir):
     """`up --duration`: the emulator posts for that long, then up drains and stops everything."""
-    from tests.test_demo import processes_of
+    from tests.platform.test_demo import processes_of
 
     data_dir = traversable_dir
     env = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pinpipe.processes import pid_is_alive, process_cmdline, process_table
-from tests.test_demo import demo_env, processes_of
+from tests.platform.test_demo import demo_env, processes_of
 
 pytestmark = pytest.mark.integration
 

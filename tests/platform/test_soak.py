@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 pytestmark = [pytest.mark.soak, pytest.mark.integration, pytest.mark.timeout(900)]
 
