@@ -2,12 +2,9 @@
 ``status`` / ``clean``, and what ``pinpipe up`` starts and stops (:mod:`.resolve` finds which
 broker and PostgreSQL a command uses).
 
-For each service: the configured external one if set; else the embedded one ``pinpipe up``
-left running (found through its run record / ``postmaster.pid``); else an embedded one started
-just for the duration of a ``with`` block. Embedded files live under ``settings.data_dir``:
-``run/`` (records), ``logs/broker.log``, ``postgres/`` (+ ``postgres.password``), and with
-``broker.storage = s3`` the broker's log in ``broker-s3/`` (served by the S3 server recorded as
-``broker-s3``, which starts before the broker and stops after it).
+An embedded service started here is recorded in ``<data_dir>/run/<name>.json`` and stopped
+by ``down`` in reverse order (the broker before the S3 server of its log); one configured
+external, or found running, is reported and left alone.
 """
 
 from __future__ import annotations
